@@ -1,0 +1,1 @@
+"""API schemas: the JSON shapes clients see. camelCase on the wire, snake_case in Python."""

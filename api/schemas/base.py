@@ -1,0 +1,87 @@
+"""Shared schema base classes and field types.
+
+Every request body forbids unknown fields and rejects NUL characters and non-finite numbers
+anywhere inside it: PostgreSQL cannot store the first, JSON cannot carry the second, and both must
+be a 422 naming the field, never a 500 at write time.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
+Slug = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+Selector = Annotated[str, StringConstraints(max_length=16384)]
+Metadata = dict[Annotated[str, StringConstraints(min_length=1, max_length=255)], Annotated[str, StringConstraints(max_length=4096)]]
+JsonObject = dict[str, Any]
+MAX_DEPTH = 32
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Body(Schema):
+    """Base of request bodies."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _check_storable(data, ())
+        return data
+
+
+def _check_storable(value: Any, path: tuple[str | int, ...]) -> None:
+    where = ".".join(map(str, path)) or "body"
+    if len(path) > MAX_DEPTH:
+        raise PydanticCustomError("too_deep", "{where}: nested deeper than {max} levels", {"where": where, "max": MAX_DEPTH})
+    if isinstance(value, str) and "\x00" in value:
+        raise PydanticCustomError("nul_character", "{where}: NUL characters are not allowed", {"where": where})
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("non_finite", "{where}: numbers must be finite", {"where": where})
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, (*path, "<key>"))
+            _check_storable(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, (*path, index))
+
+
+class Patch(Body):
+    """Base of PATCH bodies: only the fields sent change, and ``null`` only where a field may be absent."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> Patch:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None and name not in self.NULLABLE:
+                raise PydanticCustomError("null", "{field}: may not be null", {"field": to_camel(name)})
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class Public(Schema):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Page(BaseModel, Generic[ItemT]):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    items: list[ItemT]
+    next_cursor: str | None = Field(default=None)

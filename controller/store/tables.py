@@ -1,0 +1,166 @@
+"""Database tables (``*Row``), the only schema the store and migrations know.
+
+These are persistence shapes, not API schemas: the API has its own ``*Create``/``*Public`` models.
+``metadata`` is reserved by SQLModel, so the column named ``metadata`` is the attribute ``meta``.
+JSON columns are JSONB on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def json_column(name: str, *, nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(name, JSONType, nullable=nullable))
+
+
+def fk(target: str, *, nullable: bool = False, ondelete: str | None = None) -> Any:
+    return Field(
+        default=None,
+        foreign_key=target,
+        nullable=nullable,
+        index=True,
+        ondelete=ondelete,  # type: ignore[arg-type]
+    )
+
+
+class SystemRow(SQLModel, table=True):
+    __tablename__ = "system"
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    description: str = ""
+    meta: dict[str, str] = json_column("metadata")
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class ResourceRow(SQLModel, table=True):
+    __tablename__ = "resource"
+    id: str = Field(primary_key=True, max_length=36)
+    identifier: str = Field(sa_column=Column(String(512), nullable=False, unique=True))
+    name: str
+    kind: str = Field(index=True)
+    version: str
+    meta: dict[str, str] = json_column("metadata")
+    config: dict[str, Any] = json_column("config")
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class EnvironmentRow(SQLModel, table=True):
+    __tablename__ = "environment"
+    __table_args__ = (UniqueConstraint("system_id", "name"),)
+    id: str = Field(primary_key=True, max_length=36)
+    system_id: str = fk("system.id")
+    name: str
+    description: str = ""
+    meta: dict[str, str] = json_column("metadata")
+    resource_selector: str | None = None
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobAgentRow(SQLModel, table=True):
+    __tablename__ = "job_agent"
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    type: str = "pull"
+    config: dict[str, Any] = json_column("config")
+    meta: dict[str, str] = json_column("metadata")
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentRow(SQLModel, table=True):
+    __tablename__ = "deployment"
+    __table_args__ = (UniqueConstraint("system_id", "slug"),)
+    id: str = Field(primary_key=True, max_length=36)
+    system_id: str = fk("system.id")
+    name: str
+    slug: str
+    description: str = ""
+    meta: dict[str, str] = json_column("metadata")
+    resource_selector: str | None = None
+    job_agent_id: str | None = fk("job_agent.id", nullable=True, ondelete="SET NULL")
+    job_agent_config: dict[str, Any] = json_column("job_agent_config")
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentVersionRow(SQLModel, table=True):
+    __tablename__ = "deployment_version"
+    __table_args__ = (
+        UniqueConstraint("deployment_id", "tag"),
+        Index("ix_deployment_version_deployment_created", "deployment_id", "created_at"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    deployment_id: str = fk("deployment.id", ondelete="CASCADE")
+    tag: str
+    name: str
+    config: dict[str, Any] = json_column("config")
+    meta: dict[str, str] = json_column("metadata")
+    status: str = "ready"
+    message: str = ""
+    created_by: str | None = None
+    # Bumped on every change: caches of derived values key on (id, revision).
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class ReleaseTargetRow(SQLModel, table=True):
+    """Derived: exists iff the resource matches both selectors and env and deployment share a system."""
+
+    __tablename__ = "release_target"
+    __table_args__ = (UniqueConstraint("resource_id", "environment_id", "deployment_id"),)
+    id: str = Field(primary_key=True, max_length=36)
+    resource_id: str = fk("resource.id", ondelete="CASCADE")
+    environment_id: str = fk("environment.id", ondelete="CASCADE")
+    deployment_id: str = fk("deployment.id", ondelete="CASCADE")
+    created_at: datetime
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "api_token"
+    id: str = Field(primary_key=True, max_length=36)
+    name: str
+    role: str
+    job_agent_id: str | None = fk("job_agent.id", nullable=True, ondelete="CASCADE")
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_entity", "entity_type", "entity_id"),)
+    # SQLite only autoincrements an INTEGER primary key.
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    )
+    at: datetime = Field(index=True)
+    actor: str
+    actor_role: str
+    action: str
+    entity_type: str
+    entity_id: str
+    before: dict[str, Any] | None = json_column("before", nullable=True)
+    after: dict[str, Any] | None = json_column("after", nullable=True)
