@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
+import signal
+import sys
 from typing import Annotated
 
 import typer
 import uvicorn
 
+from controller import logs
 from controller.settings import Settings
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="Releasegate release-gating controller.")
@@ -23,8 +25,17 @@ def serve(
     from api.app import create_app
 
     settings = Settings.from_env(host=host, port=port, database_url=database_url)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    logs.configure(settings.log_level, settings.log_format)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal into the previous handler;
+    # this one makes that a clean exit (status 0) instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # keep the handlers configured above (text or JSON lines)
+    )
 
 
 @cli.command()

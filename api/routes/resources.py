@@ -62,7 +62,7 @@ def upsert_resources(
         "unchanged": result.unchanged,
         "targetsAdded": len(result.targets.added),
         "targetsRemoved": len(result.targets.removed),
-        "items": [resource_doc(row) for row in result.rows],
+        "items": result.docs,
     }
 
 

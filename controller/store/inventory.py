@@ -8,24 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from controller.auth import Principal
-from controller.cel import CelSyntaxError, compile_expression
+from controller.cel import CelSyntaxError, Doc, compile_expression
 from controller.errors import Conflict, Invalid
 from controller.ids import new_id
 from controller.store import documents as docs
 from controller.store.release_targets import (
     TargetDelta,
+    cached_doc,
+    resource_doc_cached,
     remove_targets,
     sync_deployment,
     sync_environment,
     sync_resources,
 )
-from controller.store.repo import audit, require_unique
+from controller.store.repo import audit, entry, insert_many, record, require_unique
 from controller.store.tables import (
     DeploymentRow,
     DeploymentVersionRow,
@@ -58,7 +61,6 @@ def _assign(row: Any, fields: Fields) -> None:
 
 def _insert(ctx: Context, row: Any, entity: str, doc: Callable[[Any], dict[str, Any]]) -> None:
     ctx.session.add(row)
-    ctx.session.flush()
     audit(ctx.session, ctx.actor, ctx.now, "create", entity, row.id, None, doc(row))
 
 
@@ -70,7 +72,6 @@ def _patch(ctx: Context, row: Any, fields: Fields, entity: str, doc: Callable[[A
     row.updated_at = ctx.now
     row.revision += 1
     ctx.session.add(row)
-    ctx.session.flush()
     audit(ctx.session, ctx.actor, ctx.now, "update", entity, row.id, before, doc(row))
     return True
 
@@ -137,7 +138,7 @@ def create_resource(ctx: Context, fields: Fields) -> ResourceRow:
     require_unique(ctx.session, ResourceRow, loc, ResourceRow.identifier == fields["identifier"])
     row = new_row(ResourceRow, ctx, fields)
     _insert(ctx, row, "resource", docs.resource_doc)
-    sync_resources(ctx.session, [row], ctx.now)
+    sync_resources(ctx.session, [(row.id, resource_doc_cached(row))], ctx.now)
     return row
 
 
@@ -146,13 +147,13 @@ def update_resource(ctx: Context, row: ResourceRow, fields: Fields) -> ResourceR
         loc = ("body", "identifier")
         require_unique(ctx.session, ResourceRow, loc, ResourceRow.identifier == fields["identifier"], exclude_id=row.id)
     if _patch(ctx, row, fields, "resource", docs.resource_doc):
-        sync_resources(ctx.session, [row], ctx.now)
+        sync_resources(ctx.session, [(row.id, resource_doc_cached(row))], ctx.now)
     return row
 
 
 @dataclass(frozen=True)
 class UpsertResult:
-    rows: list[ResourceRow]
+    docs: list[dict[str, Any]]
     created: int
     updated: int
     unchanged: int
@@ -160,29 +161,39 @@ class UpsertResult:
 
 
 def upsert_resources(ctx: Context, items: Sequence[Fields]) -> UpsertResult:
-    """Create or replace by identifier, in one transaction; unchanged resources are left alone."""
+    """Create or replace by identifier, in one transaction; unchanged resources are left alone.
+
+    New resources go in with one multi-row insert (and one for their audit rows): syncs from
+    cloud inventories send thousands at a time.
+    """
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
         if item["identifier"] in seen:
             raise Invalid.one(("body", index, "identifier"), f"duplicates item {seen[item['identifier']]}")
         seen[item["identifier"]] = index
     existing = _resources_by_identifier(ctx.session, list(seen))
-    rows: list[ResourceRow] = []
-    changed: list[ResourceRow] = []
-    created = 0
+    result: list[dict[str, Any]] = []
+    changed: list[tuple[str, Doc]] = []
+    fresh: list[dict[str, Any]] = []
+    created: list[dict[str, Any]] = []
     for item in items:
         row = existing.get(item["identifier"])
         if row is None:
-            row = new_row(ResourceRow, ctx, item)
-            _insert(ctx, row, "resource", docs.resource_doc)
-            created += 1
-            changed.append(row)
-        elif _patch(ctx, row, item, "resource", docs.resource_doc):
-            changed.append(row)
-        rows.append(row)
+            values = {ATTRIBUTE.get(k, k): v for k, v in item.items()}
+            values.update(id=new_id(), created_at=ctx.now, updated_at=ctx.now, revision=1)
+            doc = docs.resource_doc(SimpleNamespace(**values))  # type: ignore[arg-type]
+            fresh.append(values)
+            created.append(entry(ctx.actor, ctx.now, "create", "resource", values["id"], None, doc))
+            changed.append((values["id"], cached_doc(values["id"], 1, doc)))
+        else:
+            if _patch(ctx, row, item, "resource", docs.resource_doc):
+                changed.append((row.id, resource_doc_cached(row)))
+            doc = docs.resource_doc(row)
+        result.append(doc)
+    insert_many(ctx.session, ResourceRow, fresh)
+    record(ctx.session, created)
     delta = sync_resources(ctx.session, changed, ctx.now) if changed else TargetDelta()
-    updated = len(changed) - created
-    return UpsertResult(rows, created, updated, len(items) - len(changed), delta)
+    return UpsertResult(result, len(fresh), len(changed) - len(fresh), len(items) - len(changed), delta)
 
 
 def _resources_by_identifier(session: Session, identifiers: list[str]) -> dict[str, ResourceRow]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
@@ -44,14 +45,19 @@ def scope_of(row: EnvironmentRow | DeploymentRow) -> Scope:
     return Scope(row.id, row.system_id, selector)
 
 
-def resource_doc_cached(row: ResourceRow) -> Doc:
-    key = (row.id, row.revision)
+def cached_doc(resource_id: str, revision: int, data: dict[str, Any]) -> Doc:
+    key = (resource_id, revision)
     doc = _doc_cache.get(key)
     if doc is None:
         if len(_doc_cache) >= _DOC_CACHE_LIMIT:
             _doc_cache.clear()
-        doc = _doc_cache[key] = Doc(resource_doc(row))
+        doc = _doc_cache[key] = Doc(data)
     return doc
+
+
+def resource_doc_cached(row: ResourceRow) -> Doc:
+    doc = _doc_cache.get((row.id, row.revision))
+    return doc if doc is not None else cached_doc(row.id, row.revision, resource_doc(row))
 
 
 def _all_resources(session: Session) -> Iterator[tuple[str, Doc]]:
@@ -89,14 +95,14 @@ def _scopes(session: Session, row_type: type[EnvironmentRow] | type[DeploymentRo
     return [scope_of(row) for row in session.exec(select(row_type).where(*where))]  # type: ignore[arg-type]
 
 
-def sync_resources(session: Session, rows: Sequence[ResourceRow], now: datetime) -> TargetDelta:
+def sync_resources(session: Session, resources: Sequence[tuple[str, Doc]], now: datetime) -> TargetDelta:
     """After resources were created or changed."""
     environments = _scopes(session, EnvironmentRow)
     deployments = group_by_system(_scopes(session, DeploymentRow))
     desired: set[Triple] = set()
-    for row in rows:
-        desired |= targets_for_resource(row.id, resource_doc_cached(row), environments, deployments)
-    ids = [row.id for row in rows]
+    for resource_id, doc in resources:
+        desired |= targets_for_resource(resource_id, doc, environments, deployments)
+    ids = [resource_id for resource_id, _ in resources]
     existing: dict[Triple, str] = {}
     for start in range(0, len(ids), CHUNK):
         existing |= _existing(session, col(ReleaseTargetRow.resource_id).in_(ids[start : start + CHUNK]))

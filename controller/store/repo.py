@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, insert
 from sqlmodel import Session, SQLModel, select
 
 from controller.auth import Principal
@@ -80,6 +80,31 @@ def page(session: Session, stmt: Select[Any], id_column: Any, limit: int, cursor
     return Page(rows, encode_cursor(rows[-1].id) if more else None)
 
 
+def entry(
+    actor: Principal,
+    at: datetime,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "actor": actor.name,
+        "actor_role": actor.role.value,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "before": jsonable(before),
+        "after": jsonable(after),
+    }
+
+
+def record(session: Session, entries: Sequence[dict[str, Any]]) -> None:
+    insert_many(session, AuditRow, list(entries))
+
+
 def audit(
     session: Session,
     actor: Principal,
@@ -90,18 +115,13 @@ def audit(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        AuditRow(
-            at=at,
-            actor=actor.name,
-            actor_role=actor.role.value,
-            action=action,
-            entity_type=entity_type,
-            entity_id=entity_id,
-            before=jsonable(before),
-            after=jsonable(after),
-        )
-    )
+    record(session, [entry(actor, at, action, entity_type, entity_id, before, after)])
+
+
+def insert_many(session: Session, row_type: type[SQLModel], values: list[dict[str, Any]], chunk: int = 1000) -> None:
+    """Multi-row INSERT without building ORM objects (SQLModel's constructor validates, slowly)."""
+    for start in range(0, len(values), chunk):
+        session.execute(insert(row_type), values[start : start + chunk])
 
 
 def jsonable(value: Any) -> Any:
