@@ -18,7 +18,8 @@ from api.app import create_app
 from controller.clock import FakeClock
 from controller.settings import Settings
 from controller.store.db import Store
-from tests.pg_fixtures import pg_cluster, pg_url  # noqa: F401
+from tests.pg_fixtures import PgServer, pg_cluster, pg_url  # noqa: F401
+from tests.pgcluster import unique_db_name
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # a Monday, 09:00 in New York
 ADMIN_TOKEN = "rg_test-admin-token-0123456789"
@@ -33,14 +34,26 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: PgServer) -> str:
+    """A migrated PostgreSQL database that each test clones (CREATE DATABASE ... TEMPLATE)."""
+    url = pg_cluster.create_database(unique_db_name("rg_migrated"))
+    store = Store.open(Settings(database_url=url))
+    store.engine.dispose()
+    return url.rsplit("/", 1)[1]
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
     if request.param == "sqlite":
         path = tmp_path / "releasegate.db"
         shutil.copy(sqlite_template, path)
-        return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
+        yield f"sqlite:///{path}"
+        return
+    cluster: PgServer = request.getfixturevalue("pg_cluster")
+    url = cluster.fresh_database(template=request.getfixturevalue("pg_template"))
+    yield url
+    cluster.drop_database(url)
 
 
 @pytest.fixture

@@ -12,26 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-# tests/integration has no __init__.py, so make "tests.*" importable even when
-# no conftest has put the repository root on sys.path yet.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
+from tests.pgcluster import ExternalServer, PostgresUnavailable, ThrowawayCluster
 
-import sqlalchemy as sa  # noqa: E402
-
-from tests.pgcluster import (  # noqa: E402
-    ExternalServer,
-    PostgresUnavailable,
-    ThrowawayCluster,
-)
-
-# Provide pg_cluster / pg_url even if the conftest does not import them; a
-# conftest that does import them takes precedence (one cluster per session).
-pytest_plugins = ("tests.pg_fixtures",)
+# pg_cluster / pg_url come from tests/conftest.py (``from tests.pg_fixtures import ...``).
 
 pytestmark = pytest.mark.postgres
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _engine(url: str) -> sa.Engine:
@@ -45,9 +34,7 @@ def test_connect_and_select_version(pg_url: str) -> None:
     with engine.connect() as conn:
         version = conn.execute(sa.text("select version()")).scalar_one()
         assert version.startswith("PostgreSQL ")
-        assert conn.execute(sa.text("select current_database()")).scalar_one() == sa.make_url(
-            pg_url
-        ).database
+        assert conn.execute(sa.text("select current_database()")).scalar_one() == sa.make_url(pg_url).database
         assert conn.execute(sa.text("show server_encoding")).scalar_one() == "UTF8"
 
 
@@ -68,9 +55,8 @@ def test_create_table_and_roundtrip(pg_url: str) -> None:
             "a",
             "b",
         ]
-    with pytest.raises(sa.exc.IntegrityError):
-        with engine.begin() as conn:
-            conn.execute(items.insert(), [{"name": "a"}])
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        conn.execute(items.insert(), [{"name": "a"}])
 
 
 def test_fresh_databases_are_isolated(pg_cluster: ThrowawayCluster | ExternalServer) -> None:
@@ -232,8 +218,19 @@ def test_unavailable_postgres_fails_instead_of_skipping(tmp_path: Path) -> None:
     env.pop("PYTEST_XDIST_WORKER", None)
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-p", "no:xdist",
-         str(tmp_path / "test_needs_pg.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            str(tmp_path / "test_needs_pg.py"),
+        ],
+        check=False,
         cwd=tmp_path,
         env=env,
         capture_output=True,
