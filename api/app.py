@@ -16,7 +16,18 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimit
-from api.routes import access, deployments, environments, health, job_agents, release_targets, resources, systems
+from api.routes import (
+    access,
+    approvals,
+    deployments,
+    environments,
+    health,
+    job_agents,
+    policies,
+    release_targets,
+    resources,
+    systems,
+)
 from controller.clock import Clock, SystemClock
 from controller.loop import Loop
 from controller.settings import Settings
@@ -67,6 +78,9 @@ def create_app(
         deployments.versions,
         job_agents.router,
         release_targets.router,
+        policies.router,
+        approvals.approvals,
+        approvals.overrides,
         access.tokens,
         access.audit,
     ):

@@ -17,7 +17,6 @@ from controller.store.db import Store
 from controller.store.inventory import Context
 from controller.store.tokens import authenticate
 
-
 bearer = HTTPBearer(auto_error=False, description="An API token: `Authorization: Bearer rg_...`")
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.limits import BodyTooLarge
+from api.limits import BodyTooLarge, NotJson
 from controller.errors import Conflict, Forbidden, Invalid, NotFound, Problem
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,20 @@ def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's answer to a body that json.loads rejects other than by JSONDecodeError: bytes that
+        # are not UTF-8/16/32, or nesting deeper than the parser recurses. Malformed JSON either way.
+        problem = {"loc": ["body"], "msg": f"body is not valid JSON: {_reason(exc.__cause__)}", "type": "json_invalid"}
+        return detail(422, [problem])
     return detail(exc.status_code, [{"loc": [], "msg": str(exc.detail), "type": "http"}], exc.headers)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return f"not valid {error.encoding} at byte {error.start}"
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    return str(error)
 
 
 def _integrity(_: Request, exc: Exception) -> JSONResponse:
@@ -79,7 +92,14 @@ def _database(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _too_large(_: Request, exc: Exception) -> JSONResponse:
-    return detail(413, [{"loc": ["body"], "msg": str(exc), "type": "too_large"}])
+    assert isinstance(exc, BodyTooLarge)
+    return detail(413, [{"loc": ["body"], "msg": exc.detail, "type": "too_large", "limit": exc.limit}])
+
+
+def _not_json(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, NotJson)
+    problem = {"loc": ["header", "content-type"], "msg": exc.detail, "type": "unsupported_media_type"}
+    return detail(415, [problem], {"Accept": "application/json"})
 
 
 def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -98,4 +118,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(InterfaceError, _database)
     app.add_exception_handler(BodyTooLarge, _too_large)
+    app.add_exception_handler(NotJson, _not_json)
     app.add_exception_handler(Exception, _unexpected)

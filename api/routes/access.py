@@ -3,13 +3,12 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import AwareDatetime
 from sqlmodel import col, select
 
-from api.deps import AdminCtx, Admin, Reader, SessionDep
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, listing
+from api.deps import Admin, AdminCtx, Reader, SessionDep
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, listing
 from api.schemas.access import AuditPublic, TokenCreate, TokenCreated, TokenPublic
-from api.schemas.base import Page
+from api.schemas.base import Page, UtcDatetime
 from controller.errors import Invalid
 from controller.store.documents import token_doc
 from controller.store.repo import get_row
@@ -60,11 +59,11 @@ def list_audit(
     _: Reader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    entity_type: Annotated[str | None, Query(alias="entityType", max_length=64)] = None,
-    entity_id: Annotated[str | None, Query(alias="entityId", max_length=64)] = None,
-    actor: Annotated[str | None, Query(max_length=255)] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    entity_type: Annotated[str | None, Query(alias="entityType", max_length=64), NoNul] = None,
+    entity_id: Annotated[str | None, Query(alias="entityId", max_length=64), NoNul] = None,
+    actor: Annotated[str | None, Query(max_length=255), NoNul] = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
 ) -> Any:
     """Oldest first; page with `cursor`."""
     stmt = select(AuditRow)
@@ -76,7 +75,8 @@ def list_audit(
     if until is not None:
         stmt = stmt.where(AuditRow.at < until)
     if cursor is not None:
-        if not cursor.isdigit() or len(cursor) > 18:
+        # ASCII digits only ("²".isdigit() is true), and few enough to fit a BIGINT.
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
             raise Invalid.one(("query", "cursor"), "malformed cursor")
         stmt = stmt.where(col(AuditRow.seq) > int(cursor))
     rows = list(session.exec(stmt.order_by(col(AuditRow.seq)).limit(limit + 1)))

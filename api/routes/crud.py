@@ -8,15 +8,29 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Select
 from sqlmodel import Session
 
 from api.deps import Reader, SessionDep, WriteCtx
+from controller.errors import NotFound
 from controller.store.inventory import Context
 from controller.store.repo import DEFAULT_LIMIT, MAX_LIMIT, get_row, page
 
+
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL refuses NUL in any text parameter, even in a WHERE clause, with an error, not a miss.
+    if value is not None and "\x00" in value:
+        raise PydanticCustomError("nul_character", "NUL characters are not allowed")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+"""Every text query parameter that reaches SQL carries this."""
+
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")]
-Cursor = Annotated[str | None, Query(max_length=512, description="`nextCursor` of the previous page")]
+Cursor = Annotated[str | None, Query(max_length=512, description="`nextCursor` of the previous page"), NoNul]
 Doc = Callable[[Any], dict[str, Any]]
 
 
@@ -40,6 +54,8 @@ def entity_routes(
     label = entity[0].upper() + entity[1:]
 
     def load(session: Session, key: str) -> Any:
+        if "\x00" in key:  # names no entity, and PostgreSQL would refuse the lookup by name
+            raise NotFound(entity, key)
         return get_row(session, row_type, key, entity, name_field=name_field)
 
     @router.get("/{key}", response_model=public, summary=f"Get a {entity}", operation_id=f"get{label}")
@@ -63,4 +79,4 @@ def entity_routes(
             return Response(status_code=204)
 
 
-__all__ = ["DEFAULT_LIMIT", "Cursor", "Limit", "entity_routes", "listing"]
+__all__ = ["DEFAULT_LIMIT", "Cursor", "Limit", "NoNul", "entity_routes", "listing"]

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query
 from sqlmodel import select
 
 from api.deps import Reader, SessionDep, WriteCtx
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, entity_routes, listing
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, entity_routes, listing
 from api.schemas.base import Page
 from api.schemas.inventory import EnvironmentCreate, EnvironmentPublic, EnvironmentUpdate
 from controller.store import inventory
@@ -20,7 +20,7 @@ def list_environments(
     _: Reader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    system_id: Annotated[str | None, Query(alias="systemId", max_length=64)] = None,
+    system_id: Annotated[str | None, Query(alias="systemId", max_length=64), NoNul] = None,
 ) -> Any:
     stmt = select(EnvironmentRow)
     if system_id is not None:

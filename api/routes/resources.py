@@ -1,10 +1,11 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from sqlmodel import select
+from sqlalchemy import ColumnElement, exists, func
+from sqlmodel import Session, select
 
 from api.deps import Reader, SessionDep, WriteCtx
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, entity_routes, listing
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, entity_routes, listing
 from api.schemas.base import Page
 from api.schemas.inventory import ResourceCreate, ResourcePublic, ResourceUpdate, UpsertSummary
 from controller.errors import Invalid
@@ -15,8 +16,18 @@ from controller.store.tables import ResourceRow
 router = APIRouter(prefix="/v1/resources", tags=["resources"])
 MAX_BULK = 20_000
 MetadataFilter = Annotated[
-    list[str] | None, Query(description="`key:value`; repeat to require several", max_length=20)
+    list[Annotated[str, NoNul]] | None,
+    Query(description="`key:value`; repeat to require several", max_length=20),
 ]
+
+
+def _metadata_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite's JSON path syntax ($."key") has no escape for a '"' inside the key, so a key with
+        # one is a malformed path (an OperationalError). json_each compares keys as plain values.
+        pairs = func.json_each(ResourceRow.meta).table_valued("key", "value")
+        return exists().select_from(pairs).where(pairs.c.key == key, pairs.c.value == value)
+    return ResourceRow.meta[key].as_string() == value  # type: ignore[index,no-any-return]
 
 
 @router.get("", response_model=Page[ResourcePublic], operation_id="listResources")
@@ -25,8 +36,8 @@ def list_resources(
     _: Reader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    kind: Annotated[str | None, Query(max_length=255)] = None,
-    identifier: Annotated[str | None, Query(max_length=512)] = None,
+    kind: Annotated[str | None, Query(max_length=255), NoNul] = None,
+    identifier: Annotated[str | None, Query(max_length=512), NoNul] = None,
     metadata: MetadataFilter = None,
 ) -> Any:
     stmt = select(ResourceRow)
@@ -38,7 +49,7 @@ def list_resources(
         key, sep, value = pair.partition(":")
         if not sep or not key:
             raise Invalid.one(("query", "metadata", index), "expected key:value")
-        stmt = stmt.where(ResourceRow.meta[key].as_string() == value)  # type: ignore[index]
+        stmt = stmt.where(_metadata_is(session, key, value))
     return listing(session, stmt, ResourceRow.id, limit, cursor, resource_doc)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from controller.auth import Role
-
 from api.schemas.base import Body, Name, Schema
+from controller.auth import Role
 
 
 class TokenCreate(Body):

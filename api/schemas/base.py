@@ -1,19 +1,32 @@
 """Shared schema base classes and field types.
 
-Every request body forbids unknown fields and rejects NUL characters and non-finite numbers
-anywhere inside it: PostgreSQL cannot store the first, JSON cannot carry the second, and both must
-be a 422 naming the field, never a 500 at write time.
+Every request body forbids unknown fields and rejects NUL characters, lone surrogates and
+non-finite numbers anywhere inside it: PostgreSQL cannot store the first, UTF-8 cannot encode the
+second, JSON cannot carry the third, and each must be a 422 naming the field, never a 500 at write
+time (or, worse, at every later read of the stored value).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from controller.cel import CelSyntaxError, compile_expression
+from controller.targets import RESOURCE_VARIABLES
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")]
@@ -22,6 +35,40 @@ Selector = Annotated[str, StringConstraints(max_length=16384)]
 Metadata = dict[Annotated[str, StringConstraints(min_length=1, max_length=255)], Annotated[str, StringConstraints(max_length=4096)]]
 JsonObject = dict[str, Any]
 MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "must fall within years 1 to 9999 in UTC") from None
+
+
+# Stored and compared in UTC: an instant that only exists in another offset (0001-01-01T00:00+14:00)
+# is out of range, not a 500 when the database driver converts it.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def _compiles_within_limits(source: str) -> str:
+    """Nesting of a hundred or so levels (parentheses, or a long ``||`` chain) exhausts Python's
+    recursion or its compiler's limits inside celpy; ``controller.cel`` lets that escape as
+    RecursionError/SyntaxError rather than CelSyntaxError. Ordinary syntax errors are left to the
+    store, which reports line and column. Compilation is cached, so the store's compile is free."""
+    if source.strip():
+        try:
+            compile_expression(source, RESOURCE_VARIABLES)
+        except CelSyntaxError:
+            pass
+        except (RecursionError, SyntaxError, MemoryError):
+            raise PydanticCustomError(
+                "cel_too_complex",
+                "expression is nested too deeply to compile; flatten it (a list and `in` instead of a long `||` chain)",
+            ) from None
+    return source
+
+
+ResourceSelector = Annotated[Selector, AfterValidator(_compiles_within_limits)]
 
 
 class Schema(BaseModel):
@@ -44,6 +91,8 @@ def _check_storable(value: Any, path: tuple[str | int, ...]) -> None:
         raise PydanticCustomError("too_deep", "{where}: nested deeper than {max} levels", {"where": where, "max": MAX_DEPTH})
     if isinstance(value, str) and "\x00" in value:
         raise PydanticCustomError("nul_character", "{where}: NUL characters are not allowed", {"where": where})
+    if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):
+        raise PydanticCustomError("invalid_unicode", "{where}: lone surrogates are not valid text", {"where": where})
     if isinstance(value, float) and not math.isfinite(value):
         raise PydanticCustomError("non_finite", "{where}: numbers must be finite", {"where": where})
     if isinstance(value, dict):

@@ -5,9 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from api.schemas.base import Body, JsonObject, Metadata, Name, Patch, Public, Schema, Selector, Slug, Text
+from api.schemas.base import (
+    Body,
+    JsonObject,
+    Metadata,
+    Name,
+    Patch,
+    Public,
+    ResourceSelector,
+    Schema,
+    Slug,
+    Text,
+    UtcDatetime,
+)
 
 VersionStatus = Literal["building", "ready", "failed", "rejected", "paused"]
 
@@ -62,7 +74,7 @@ class EnvironmentCreate(Body):
     name: Name
     description: Text = ""
     metadata: Metadata = Field(default_factory=dict)
-    resource_selector: Selector | None = None
+    resource_selector: ResourceSelector | None = None
 
 
 class EnvironmentUpdate(Patch):
@@ -70,7 +82,7 @@ class EnvironmentUpdate(Patch):
     name: Name | None = None
     description: Text | None = None
     metadata: Metadata | None = None
-    resource_selector: Selector | None = None
+    resource_selector: ResourceSelector | None = None
 
 
 class EnvironmentPublic(Public):
@@ -87,7 +99,7 @@ class DeploymentCreate(Body):
     slug: Slug
     description: Text = ""
     metadata: Metadata = Field(default_factory=dict)
-    resource_selector: Selector | None = None
+    resource_selector: ResourceSelector | None = None
     job_agent_id: str | None = None
     job_agent_config: JsonObject = Field(default_factory=dict)
 
@@ -98,7 +110,7 @@ class DeploymentUpdate(Patch):
     slug: Slug | None = None
     description: Text | None = None
     metadata: Metadata | None = None
-    resource_selector: Selector | None = None
+    resource_selector: ResourceSelector | None = None
     job_agent_id: str | None = None
     job_agent_config: JsonObject | None = None
 
@@ -121,7 +133,7 @@ class VersionCreate(Body):
     metadata: Metadata = Field(default_factory=dict)
     status: VersionStatus = "ready"
     message: Text = ""
-    created_at: AwareDatetime | None = None
+    created_at: UtcDatetime | None = None
     created_by: Name | None = None
 
 

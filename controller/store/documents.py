@@ -9,10 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from controller.store.tables import (
+    ApprovalRow,
     DeploymentRow,
     DeploymentVersionRow,
     EnvironmentRow,
     JobAgentRow,
+    JobRow,
+    OverrideRow,
+    PolicyRow,
     ReleaseTargetRow,
     ResourceRow,
     SystemRow,
@@ -115,4 +119,68 @@ def token_doc(row: TokenRow) -> Document:
         "jobAgentId": row.job_agent_id,
         "createdAt": row.created_at,
         "revokedAt": row.revoked_at,
+    }
+
+
+def policy_doc(row: PolicyRow) -> Document:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "selector": row.selector,
+        "priority": row.priority,
+        "enabled": row.enabled,
+        "metadata": row.meta,
+        "rules": row.rules,
+        "revision": row.revision,
+        **_stamps(row),
+    }
+
+
+def approval_doc(row: ApprovalRow) -> Document:
+    return {
+        "id": row.id,
+        "versionId": row.version_id,
+        "environmentId": row.environment_id,
+        "user": row.user,
+        "status": row.status,
+        "reason": row.reason,
+        **_stamps(row),
+    }
+
+
+def override_doc(row: OverrideRow) -> Document:
+    return {
+        "id": row.id,
+        "versionId": row.version_id,
+        "environmentId": row.environment_id,
+        "resourceId": row.resource_id,
+        "policyId": row.policy_id,
+        "ruleTypes": row.rule_types,
+        "reason": row.reason,
+        "createdBy": row.created_by,
+        "createdAt": row.created_at,
+        "expiresAt": row.expires_at,
+        "revokedAt": row.revoked_at,
+        "revokedBy": row.revoked_by,
+    }
+
+
+def job_doc(row: JobRow) -> Document:
+    return {
+        "id": row.id,
+        "releaseTargetId": row.release_target_id,
+        "versionId": row.version_id,
+        "jobAgentId": row.job_agent_id,
+        "status": row.status,
+        "attempt": row.attempt,
+        "message": row.message,
+        "externalId": row.external_id,
+        "links": row.links,
+        "reason": row.reason,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "startedAt": row.started_at,
+        "completedAt": row.completed_at,
+        "leaseExpiresAt": row.lease_expires_at,
     }

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -22,8 +22,8 @@ from controller.store import documents as docs
 from controller.store.release_targets import (
     TargetDelta,
     cached_doc,
-    resource_doc_cached,
     remove_targets,
+    resource_doc_cached,
     sync_deployment,
     sync_environment,
     sync_resources,

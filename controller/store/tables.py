@@ -164,3 +164,91 @@ class AuditRow(SQLModel, table=True):
     entity_id: str
     before: dict[str, Any] | None = json_column("before", nullable=True)
     after: dict[str, Any] | None = json_column("after", nullable=True)
+
+
+class PolicyRow(SQLModel, table=True):
+    __tablename__ = "policy"
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    description: str = ""
+    selector: str = "true"
+    priority: int = 0
+    enabled: bool = True
+    meta: dict[str, str] = json_column("metadata")
+    rules: list[dict[str, Any]] = json_column("rules")
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+
+
+class PolicyRevisionRow(SQLModel, table=True):
+    """Every policy write, kept readable after later writes and after deletion (no foreign key)."""
+
+    __tablename__ = "policy_revision"
+    __table_args__ = (UniqueConstraint("policy_id", "revision"),)
+    id: str = Field(primary_key=True, max_length=36)
+    policy_id: str = Field(index=True, max_length=36)
+    revision: int
+    action: str
+    document: dict[str, Any] = json_column("document")
+    created_by: str
+    created_at: datetime
+
+
+class ApprovalRow(SQLModel, table=True):
+    __tablename__ = "approval"
+    __table_args__ = (
+        UniqueConstraint("version_id", "environment_id", "user"),
+        Index("ix_approval_version_environment", "version_id", "environment_id"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    version_id: str = Field(foreign_key="deployment_version.id", ondelete="CASCADE")
+    environment_id: str = Field(foreign_key="environment.id", ondelete="CASCADE")
+    user: str
+    status: str
+    reason: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+
+class OverrideRow(SQLModel, table=True):
+    __tablename__ = "override"
+    id: str = Field(primary_key=True, max_length=36)
+    version_id: str = fk("deployment_version.id", ondelete="CASCADE")
+    environment_id: str | None = fk("environment.id", nullable=True, ondelete="CASCADE")
+    resource_id: str | None = fk("resource.id", nullable=True, ondelete="CASCADE")
+    policy_id: str | None = Field(default=None, max_length=36)
+    rule_types: list[str] | None = json_column("rule_types", nullable=True)
+    reason: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (
+        # The last line of defence against double deploys, whatever the interleaving.
+        UniqueConstraint("release_target_id", "version_id", "attempt"),
+        Index("ix_job_target_created", "release_target_id", "created_at"),
+        Index("ix_job_version", "version_id"),
+        Index("ix_job_agent_status", "job_agent_id", "status"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    release_target_id: str = Field(foreign_key="release_target.id", ondelete="CASCADE")
+    version_id: str = Field(foreign_key="deployment_version.id", ondelete="CASCADE")
+    job_agent_id: str | None = fk("job_agent.id", nullable=True, ondelete="SET NULL")
+    status: str = "pending"
+    attempt: int = 1
+    message: str = ""
+    external_id: str | None = None
+    links: dict[str, str] = json_column("links")
+    config: dict[str, Any] = json_column("config")
+    reason: str = "policy"  # policy | gate | redeploy | rollback
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    lease_expires_at: datetime | None = None

@@ -1,0 +1,409 @@
+"""The decision for one release target at one instant (SPEC §5): pure, explainable, replayable.
+
+1. Candidates: the deployment's ``ready`` versions created no earlier than the current version,
+   newest first (no automatic downgrade).
+2. Each candidate's version gates are evaluated; overrides turn the gates they name into
+   ``allowed`` (``Overridden``). The desired version is the first candidate whose blocking gates all
+   allow. ``warn`` rules never block; their failures are warnings.
+3. Job eligibility for the desired version: no active job on the target, the ``retry`` rule, and
+   the desired version differs from the current one.
+4. ``next_evaluation_at`` is the earliest ``next_check_at`` of every verdict computed.
+5. ``eligible_at`` is found by re-deciding at successive ``next_evaluation_at`` instants until the
+   outcome is ``go``: by construction it equals what the controller will decide then if nothing
+   else happens, and is ``None`` as soon as a remaining blocker is not time-based.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from controller.engine import Engine, Subject
+from controller.facts import ACTIVE_JOB_STATUSES, TargetFact, VersionFact, VersionStatus
+from controller.policy import AppliedRule, Enforcement, Merged, Policy, merge
+from controller.rules import deployment_window, retry
+from controller.rules.registry import RULE_TYPES
+from controller.rules.verdict import Status, Verdict
+from controller.snapshot import OverrideFact, Snapshot
+
+MAX_ETA_STEPS = 200
+
+
+class Outcome(StrEnum):
+    GO = "go"
+    WAIT = "wait"
+    NO_GO = "no-go"
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    rule_type: str
+    verdict: Verdict
+    enforcement: Enforcement = Enforcement.BLOCK
+    policy: Policy | None = None
+    rule_id: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return self.enforcement is Enforcement.BLOCK
+
+    def document(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "policyId": self.policy.id if self.policy else None,
+            "policyName": self.policy.name if self.policy else None,
+            "policyRevision": self.policy.revision if self.policy else None,
+            "ruleId": self.rule_id,
+            "ruleType": self.rule_type,
+            "status": v.status.value,
+            "enforcement": self.enforcement.value,
+            "reason": v.reason,
+            "message": v.message,
+            "details": dict(v.details),
+            "satisfiedAt": v.satisfied_at,
+            "nextCheckAt": v.next_check_at,
+        }
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: VersionFact
+    verdicts: tuple[RuleVerdict, ...]
+
+    @property
+    def status(self) -> Status:
+        blocking = [rv.verdict.status for rv in self.verdicts if rv.blocking]
+        if Status.DENIED in blocking:
+            return Status.DENIED
+        if Status.PENDING in blocking:
+            return Status.PENDING
+        return Status.ALLOWED
+
+
+@dataclass(frozen=True)
+class Decision:
+    target_id: str
+    evaluated_at: datetime
+    outcome: Outcome
+    reason: str
+    message: str
+    desired: VersionFact | None
+    current: VersionFact | None
+    candidates: tuple[Candidate, ...]
+    job_verdicts: tuple[RuleVerdict, ...]
+    policies: tuple[Policy, ...]
+    overridden: tuple[AppliedRule, ...]
+    next_evaluation_at: datetime | None
+    eligible_at: datetime | None = None
+    waiting_for: tuple[str, ...] = field(default=())
+    decision_id: str = ""
+
+    @property
+    def warnings(self) -> tuple[RuleVerdict, ...]:
+        return tuple(
+            rv
+            for c in self.candidates
+            for rv in c.verdicts
+            if not rv.blocking and rv.verdict.status is not Status.ALLOWED
+        )
+
+    @property
+    def blocking_reasons(self) -> tuple[str, ...]:
+        focus = self.focus
+        if focus is None:
+            return (self.reason,)
+        found = [rv.verdict.reason for rv in focus.verdicts if rv.blocking and rv.verdict.status is not Status.ALLOWED]
+        return tuple(found + [rv.verdict.reason for rv in self.job_verdicts if rv.verdict.status is not Status.ALLOWED])
+
+    @property
+    def focus(self) -> Candidate | None:
+        """The candidate the outcome is about: the desired one, else the first that may still pass."""
+        for candidate in self.candidates:
+            if self.desired is not None and candidate.version.id == self.desired.id:
+                return candidate
+        for candidate in self.candidates:
+            if candidate.status is Status.PENDING:
+                return candidate
+        return self.candidates[0] if self.candidates else None
+
+
+def decide(snapshot: Snapshot, target_id: str, now: datetime, *, version_id: str | None = None,
+           engine: Engine | None = None, explain: bool = True) -> Decision:
+    """``engine`` lets many targets of one snapshot share work; ``explain`` adds the ETA."""
+    engine = engine if engine is not None and engine.now == now else Engine(snapshot, now)
+    decision = _decide(engine, target_id, version_id)
+    if explain:
+        decision = replace(decision, eligible_at=_eligible_at(snapshot, decision, version_id))
+        decision = replace(decision, waiting_for=_waiting_for(decision))
+    return replace(decision, decision_id=decision_id(decision))
+
+
+def _decide(engine: Engine, target_id: str, version_id: str | None) -> Decision:
+    snap, now = engine.snapshot, engine.now
+    target = snap.targets[target_id]
+    policies = matched_policies(engine, target)
+    merged = merge(policies)
+    current_job = snap.current_job(target_id)
+    current = snap.version(current_job.version_id, target.deployment_id) if current_job else None
+    versions, refusal = _candidates(snap, target, current, version_id)
+    candidates: list[Candidate] = []
+    desired: VersionFact | None = None
+    for version in versions:
+        candidate = _evaluate(engine, merged, Subject(target, version), current)
+        candidates.append(candidate)
+        if candidate.status is Status.ALLOWED:
+            desired = version
+            break
+    job_verdicts: tuple[RuleVerdict, ...] = ()
+    if desired is not None and (current is None or desired.id != current.id):
+        job_verdicts = _job_eligibility(snap, merged, target, desired, now)
+    outcome, reason, message = _outcome(refusal, candidates, desired, current, job_verdicts)
+    checks = [rv.verdict.next_check_at for c in candidates for rv in c.verdicts]
+    checks += [rv.verdict.next_check_at for rv in job_verdicts]
+    upcoming = [t for t in checks if t is not None and t > now]
+    return Decision(
+        target_id=target_id,
+        evaluated_at=now,
+        outcome=outcome,
+        reason=reason,
+        message=message,
+        desired=desired,
+        current=current,
+        candidates=tuple(candidates),
+        job_verdicts=job_verdicts,
+        policies=tuple(policies),
+        overridden=merged.overridden,
+        next_evaluation_at=min(upcoming, default=None),
+    )
+
+
+def matched_policies(engine: Engine, target: TargetFact) -> list[Policy]:
+    activation = engine.policy_activation(target)
+    return [p for p in engine.snapshot.policies if p.enabled and p.selector.test(activation)]
+
+
+def _candidates(
+    snap: Snapshot, target: TargetFact, current: VersionFact | None, version_id: str | None
+) -> tuple[list[VersionFact], tuple[str, str] | None]:
+    versions = snap.versions.get(target.deployment_id, ())
+    if version_id is not None:
+        asked = next((v for v in versions if v.id == version_id), None)
+        if asked is None:
+            return [], ("UnknownVersion", "the version does not belong to this target's deployment")
+        if asked.status is not VersionStatus.READY:
+            return [], ("VersionNotReady", f"version {asked.tag} is {asked.status.value}, not ready")
+        if current is not None and _older(asked, current):
+            return [], ("NoDowngrade", f"version {asked.tag} is older than the current {current.tag}")
+        return [asked], None
+    ready = [v for v in versions if v.status is VersionStatus.READY and (current is None or not _older(v, current))]
+    if not ready:
+        return [], ("NoCandidates", "no ready version is as new as the current one")
+    return ready, None
+
+
+def _older(a: VersionFact, b: VersionFact) -> bool:
+    return (a.created_at, a.id) < (b.created_at, b.id)
+
+
+def _evaluate(engine: Engine, merged: Merged, subject: Subject, current: VersionFact | None) -> Candidate:
+    verdicts = [_gate(engine, applied, subject) for applied in merged.gates if not RULE_TYPES[applied.rule.type].job_gate]
+    rollout = merged.singles.get("gradualRollout")
+    if rollout is not None:
+        start_at = _rollout_start(engine, merged, verdicts, subject)
+        verdict = engine.rollout(rollout, subject, start_at, current.id if current else None)
+        verdicts.append(_applied_verdict(engine, rollout, subject, verdict))
+    return Candidate(subject.version, tuple(verdicts))
+
+
+def _gate(engine: Engine, applied: AppliedRule, subject: Subject) -> RuleVerdict:
+    return _applied_verdict(engine, applied, subject, engine.evaluate(applied, subject))
+
+
+def _applied_verdict(engine: Engine, applied: AppliedRule, subject: Subject, verdict: Verdict) -> RuleVerdict:
+    override = _override(engine, applied, subject)
+    if override is not None and verdict.status is not Status.ALLOWED:
+        verdict = Verdict.allowed(
+            "Overridden",
+            f"overridden by {override.created_by} until {override.expires_at.isoformat()}: {override.reason}",
+            details={"overrideId": override.id, "replaced": {"status": verdict.status.value, "reason": verdict.reason}},
+            satisfied_at=override.created_at,
+            next_check_at=override.expires_at,
+        )
+    return RuleVerdict(applied.rule.type, verdict, applied.rule.enforcement, applied.policy, applied.rule.id)
+
+
+def _override(engine: Engine, applied: AppliedRule, subject: Subject) -> OverrideFact | None:
+    for override in engine.snapshot.overrides:
+        if override.covers(subject.target, subject.version.id, applied.policy.id, applied.rule.type, engine.now):
+            return override
+    return None
+
+
+def _rollout_start(engine: Engine, merged: Merged, verdicts: Sequence[RuleVerdict], subject: Subject) -> datetime | None:
+    """The latest satisfiedAt of the version-level gates, moved into an allow window if one applies."""
+    version_level = [rv for rv in verdicts if rv.blocking and RULE_TYPES[rv.rule_type].version_level]
+    if any(rv.verdict.status is not Status.ALLOWED for rv in version_level):
+        return None
+    satisfied = [rv.verdict.satisfied_at for rv in version_level if rv.verdict.satisfied_at is not None]
+    start = max(satisfied, default=subject.version.created_at)
+    windows = [
+        a.rule.spec
+        for a in merged.gates
+        if a.rule.type == "deploymentWindow" and a.rule.enforcement is Enforcement.BLOCK
+        and isinstance(a.rule.spec, deployment_window.DeploymentWindowSpec) and a.rule.spec.allow_window
+    ]
+    for _ in range(MAX_ETA_STEPS):  # move until every allow window contains the start
+        moved = [deployment_window.next_opening(w, start) for w in windows]
+        if any(m is None for m in moved):
+            return None
+        latest = max((m for m in moved if m is not None), default=start)
+        if latest == start:
+            return start
+        start = latest
+    return None
+
+
+def _job_eligibility(
+    snap: Snapshot, merged: Merged, target: TargetFact, desired: VersionFact, now: datetime
+) -> tuple[RuleVerdict, ...]:
+    jobs = snap.jobs.get(target.id, ())
+    active = [j for j in jobs if j.status in ACTIVE_JOB_STATUSES]
+    verdicts: list[RuleVerdict] = []
+    if active:
+        job = active[0]
+        verdicts.append(RuleVerdict("activeJob", Verdict.pending(
+            "JobActive", f"job {job.id} ({job.status.value}) is still running on this target",
+            details={"jobId": job.id, "versionId": job.version_id, "status": job.status.value})))
+    applied = merged.singles.get("retry")
+    spec = applied.rule.spec if applied is not None else retry.DEFAULT_NO_RETRY
+    assert isinstance(spec, retry.RetrySpec)
+    verdict = retry.evaluate(spec, version_id=desired.id, target_jobs=[j for j in jobs if j.status not in ACTIVE_JOB_STATUSES], now=now)
+    verdicts.append(RuleVerdict("retry", verdict, Enforcement.BLOCK, applied.policy if applied else None,
+                                applied.rule.id if applied else None))
+    return tuple(verdicts)
+
+
+def _outcome(
+    refusal: tuple[str, str] | None,
+    candidates: Sequence[Candidate],
+    desired: VersionFact | None,
+    current: VersionFact | None,
+    job_verdicts: Sequence[RuleVerdict],
+) -> tuple[Outcome, str, str]:
+    if refusal is not None:
+        return Outcome.NO_GO, *refusal
+    if desired is None:
+        if any(c.status is Status.PENDING for c in candidates):
+            return Outcome.WAIT, "AwaitingGates", "no candidate version passes its gates yet"
+        return Outcome.NO_GO, "AllCandidatesDenied", "every candidate version is denied by a gate"
+    if current is not None and desired.id == current.id:
+        if len(candidates) > 1 and any(c.status is Status.PENDING for c in candidates):
+            return Outcome.WAIT, "AwaitingGates", f"up to date on {current.tag}; a newer version is waiting"
+        return Outcome.NO_GO, "UpToDate", f"the target already runs {current.tag}"
+    statuses = [rv.verdict.status for rv in job_verdicts]
+    if Status.DENIED in statuses:
+        blocker = next(rv for rv in job_verdicts if rv.verdict.status is Status.DENIED)
+        return Outcome.NO_GO, blocker.verdict.reason, blocker.verdict.message
+    if Status.PENDING in statuses:
+        blocker = next(rv for rv in job_verdicts if rv.verdict.status is Status.PENDING)
+        return Outcome.WAIT, blocker.verdict.reason, blocker.verdict.message
+    return Outcome.GO, "Eligible", f"deploy {desired.tag}"
+
+
+def _eligible_at(snapshot: Snapshot, decision: Decision, version_id: str | None) -> datetime | None:
+    if decision.outcome is Outcome.GO:
+        return decision.evaluated_at
+    if decision.outcome is Outcome.NO_GO:
+        return None
+    at = decision.next_evaluation_at
+    for _ in range(MAX_ETA_STEPS):
+        if at is None:
+            return None
+        later = _decide(Engine(snapshot, at), decision.target_id, version_id)
+        if later.outcome is Outcome.GO:
+            return at
+        if later.outcome is Outcome.NO_GO or later.next_evaluation_at is None or later.next_evaluation_at <= at:
+            return None
+        at = later.next_evaluation_at
+    return None
+
+
+def _waiting_for(decision: Decision) -> tuple[str, ...]:
+    """What a pending decision waits on that is not time: approvals, upstream successes, jobs."""
+    if decision.outcome is not Outcome.WAIT:
+        return ()
+    focus = decision.focus
+    verdicts = list(focus.verdicts) if focus else []
+    verdicts += decision.job_verdicts
+    return tuple(
+        f"{rv.rule_type}: {rv.verdict.message}"
+        for rv in verdicts
+        if rv.blocking and rv.verdict.status is Status.PENDING and rv.verdict.next_check_at is None
+    )
+
+
+def decision_id(decision: Decision) -> str:
+    """Deterministic: the same facts at the same instant give the same id (replayable, like OPA's)."""
+    body = json.dumps(
+        {
+            "target": decision.target_id,
+            "at": decision.evaluated_at.isoformat(),
+            "outcome": decision.outcome.value,
+            "desired": decision.desired.id if decision.desired else None,
+            "verdicts": [[c.version.id, [_fingerprint(rv) for rv in c.verdicts]] for c in decision.candidates],
+            "job": [_fingerprint(rv) for rv in decision.job_verdicts],
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return str(uuid.UUID(bytes=hashlib.sha256(body.encode()).digest()[:16], version=5))
+
+
+def _fingerprint(rv: RuleVerdict) -> list[Any]:
+    return [rv.rule_id, rv.policy.revision if rv.policy else None, rv.verdict.status.value, rv.verdict.reason]
+
+
+def policy_revisions(policies: Iterable[Policy]) -> dict[str, int]:
+    return {p.id: p.revision for p in policies}
+
+
+def _version_ref(version: VersionFact | None) -> dict[str, str] | None:
+    return {"id": version.id, "tag": version.tag} if version is not None else None
+
+
+def document(decision: Decision) -> dict[str, Any]:
+    """The explanation clients see and the decision log stores (SPEC §5, §10)."""
+    return {
+        "decisionId": decision.decision_id,
+        "releaseTargetId": decision.target_id,
+        "evaluatedAt": decision.evaluated_at,
+        "outcome": decision.outcome.value,
+        "reason": decision.reason,
+        "message": decision.message,
+        "desiredVersion": _version_ref(decision.desired),
+        "currentVersion": _version_ref(decision.current),
+        "eligibleAt": decision.eligible_at,
+        "waitingFor": list(decision.waiting_for),
+        "nextEvaluationAt": decision.next_evaluation_at,
+        "warnings": [rv.document() for rv in decision.warnings],
+        "candidates": [
+            {
+                "version": _version_ref(c.version),
+                "outcome": c.status.value,
+                "verdicts": [rv.document() for rv in c.verdicts],
+            }
+            for c in decision.candidates
+        ],
+        "jobEligibility": [rv.document() for rv in decision.job_verdicts],
+        "policies": [{"id": p.id, "name": p.name, "revision": p.revision, "priority": p.priority} for p in decision.policies],
+        "overriddenRules": [
+            {"policyId": a.policy.id, "policyName": a.policy.name, "ruleId": a.rule.id, "ruleType": a.rule.type}
+            for a in decision.overridden
+        ],
+    }

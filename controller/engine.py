@@ -1,0 +1,182 @@
+"""Rule dispatch: turns (applied rule, target, candidate version, now) into a verdict.
+
+One ``Engine`` serves one snapshot at one instant and shares work between targets: verdicts that
+depend only on the (version, environment) — approvals, environment progression — or only on time —
+deployment windows — are computed once and reused for every target they apply to, and rollout
+orders are computed once per (version, environment). Evaluators stay pure; a bug in one fails
+closed as a ``denied`` verdict instead of taking the pass down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from controller.cel import Doc
+from controller.facts import TargetFact, VersionFact
+from controller.policy import AppliedRule
+from controller.rules import (
+    any_approval,
+    condition,
+    deployment_dependency,
+    deployment_window,
+    environment_progression,
+    gradual_rollout,
+    version_cooldown,
+    version_selector,
+)
+from controller.rules.deployment_dependency import UpstreamFact
+from controller.rules.environment_progression import DependencyEnvironment
+from controller.rules.verdict import Verdict
+from controller.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One (target, candidate version) under evaluation."""
+
+    target: TargetFact
+    version: VersionFact
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        return (self.version.id, self.target.environment_id)
+
+
+class Engine:
+    def __init__(self, snapshot: Snapshot, now: datetime) -> None:
+        self.snapshot = snapshot
+        self.now = now
+        self._shared: dict[Hashable, Any] = {}
+
+    def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
+
+    def evaluate(self, applied: AppliedRule, subject: Subject) -> Verdict:
+        try:
+            return self._dispatch(applied, subject)
+        except Exception as exc:  # an evaluator bug must fail closed, not crash the pass
+            log.exception("rule evaluation failed", extra={"rule": applied.rule.id, "type": applied.rule.type})
+            return Verdict.denied("EvaluationError", f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, applied: AppliedRule, subject: Subject) -> Verdict:
+        rule, spec, now = applied.rule, applied.rule.spec, self.now
+        target, version = subject.target, subject.version
+        match rule.type:
+            case "anyApproval":
+                assert isinstance(spec, any_approval.AnyApprovalSpec)
+                approvals = self.snapshot.approvals.get(subject.scope, ())
+                return self.shared(
+                    ("verdict", rule.id, applied.policy.id, *subject.scope),
+                    lambda: any_approval.evaluate(
+                        spec, approvals=approvals, version_created_by=version.created_by, now=now
+                    ),
+                )
+            case "environmentProgression":
+                assert isinstance(spec, environment_progression.EnvironmentProgressionSpec)
+                return self.shared(
+                    ("verdict", rule.id, applied.policy.id, *subject.scope),
+                    lambda: environment_progression.evaluate(
+                        spec, environments=self.dependencies(subject), now=now
+                    ),
+                )
+            case "deploymentWindow":
+                assert isinstance(spec, deployment_window.DeploymentWindowSpec)
+                return self.shared(("verdict", rule.id, applied.policy.id), lambda: deployment_window.evaluate(spec, now=now))
+            case "versionCooldown":
+                assert isinstance(spec, version_cooldown.VersionCooldownSpec)
+                jobs = self.snapshot.jobs.get(target.id, ())
+                return version_cooldown.evaluate(spec, candidate_version_id=version.id, target_jobs=jobs, now=now)
+            case "versionSelector":
+                assert isinstance(spec, version_selector.VersionSelectorSpec)
+                return version_selector.evaluate(spec, activation=self.activation(subject), now=now)
+            case "condition":
+                assert isinstance(spec, condition.ConditionSpec)
+                return condition.evaluate(spec, activation=self.activation(subject), now=now)
+            case "deploymentDependency":
+                assert isinstance(spec, deployment_dependency.DeploymentDependencySpec)
+                return deployment_dependency.evaluate(spec, upstream=self.upstream(target), now=now)
+        raise ValueError(f"rule type {rule.type!r} is not a version gate")
+
+    def activation(self, subject: Subject) -> dict[str, Doc]:
+        snap, target = self.snapshot, subject.target
+        return {
+            "environment": snap.environments[target.environment_id],
+            "resource": snap.resources[target.resource_id],
+            "deployment": snap.deployments[target.deployment_id],
+            "version": snap.version_docs[subject.version.id],
+        }
+
+    def policy_activation(self, target: TargetFact) -> dict[str, Doc]:
+        snap = self.snapshot
+        return {
+            "environment": snap.environments[target.environment_id],
+            "resource": snap.resources[target.resource_id],
+            "deployment": snap.deployments[target.deployment_id],
+        }
+
+    def dependencies(self, subject: Subject) -> list[DependencyEnvironment]:
+        """Every other environment of the system, with this deployment's jobs for the version there."""
+        target, version = subject.target, subject.version
+        system_id = self.snapshot.deployments[target.deployment_id].data["systemId"]
+        environments = self.shared(("dependencies", target.deployment_id, version.id), lambda: self._dependencies(
+            system_id, target.deployment_id, version.id))
+        return [env for env_id, env in environments if env_id != target.environment_id]
+
+    def _dependencies(self, system_id: str, deployment_id: str, version_id: str) -> list[tuple[str, DependencyEnvironment]]:
+        snap = self.snapshot
+        result = []
+        for env_id in snap.system_environments.get(system_id, ()):
+            target_ids = snap.environment_targets.get((deployment_id, env_id), ())
+            jobs = {t: tuple(j for j in snap.jobs.get(t, ()) if j.version_id == version_id) for t in target_ids}
+            result.append((env_id, DependencyEnvironment(environment=snap.environments[env_id], target_jobs=jobs)))
+        return result
+
+    def upstream(self, target: TargetFact) -> list[UpstreamFact]:
+        snap = self.snapshot
+        facts = []
+        for other_id in snap.resource_targets.get(target.resource_id, ()):
+            other = snap.targets.get(other_id)
+            if other is None or other.deployment_id == target.deployment_id:
+                continue
+            job = snap.current_job(other_id)
+            version_doc = snap.version_docs.get(job.version_id) if job is not None else None
+            facts.append(
+                UpstreamFact(
+                    deployment=snap.deployments[other.deployment_id],
+                    version=version_doc,
+                    deployed_at=job.completed_at if job is not None else None,
+                )
+            )
+        return facts
+
+    def rollout(self, applied: AppliedRule, subject: Subject, start_at: datetime | None, current_version_id: str | None) -> Verdict:
+        spec = applied.rule.spec
+        assert isinstance(spec, gradual_rollout.GradualRolloutSpec)
+        target, version = subject.target, subject.version
+        env_targets = self.snapshot.environment_targets.get((target.deployment_id, target.environment_id), (target.id,))
+        positions = self.shared(
+            ("positions", version.id, target.deployment_id, target.environment_id),
+            lambda: gradual_rollout.rollout_positions(env_targets, version.id),
+        )
+        try:
+            return gradual_rollout.evaluate(
+                spec,
+                target_id=target.id,
+                version_id=version.id,
+                environment_target_ids=env_targets,
+                positions=positions,
+                start_at=start_at,
+                already_on_version=current_version_id == version.id,
+                now=self.now,
+            )
+        except Exception as exc:
+            log.exception("rollout evaluation failed")
+            return Verdict.denied("EvaluationError", f"{type(exc).__name__}: {exc}")
