@@ -11,8 +11,10 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from starlette.middleware.base import RequestResponseEndpoint
 
 from api import errors
 from api.limits import BodyLimit
@@ -23,6 +25,7 @@ from api.routes import (
     environments,
     health,
     job_agents,
+    jobs,
     policies,
     release_targets,
     resources,
@@ -32,6 +35,7 @@ from controller.clock import Clock, SystemClock
 from controller.loop import Loop
 from controller.settings import Settings
 from controller.store.db import Store
+from controller.store.reconciler import Reconciler
 from controller.store.tokens import bootstrap_admin
 
 log = logging.getLogger(__name__)
@@ -51,8 +55,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or Store.open(settings)
         app.state.clock = clock
+        app.state.settings = settings
         _bootstrap(app.state.store, settings, clock)
-        loop = Loop(lambda now: None, clock)
+        reconciler = Reconciler(
+            app.state.store,
+            batch_size=settings.reconcile_batch_size,
+            sweep_interval=timedelta(seconds=settings.sweep_interval_seconds),
+        )
+        loop = Loop(reconciler.run_pass, clock, interval_seconds=settings.loop_interval_seconds)
+        app.state.reconciler = reconciler
         app.state.loop = loop
         if run_loop:
             loop.start()
@@ -69,6 +80,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.middleware("http")(_nudge_after_writes)
     for router in (
         health.router,
         systems.router,
@@ -79,6 +91,11 @@ def create_app(
         job_agents.router,
         release_targets.router,
         policies.router,
+        jobs.jobs,
+        jobs.agents,
+        jobs.gate,
+        jobs.targets,
+        jobs.decisions,
         approvals.approvals,
         approvals.overrides,
         access.tokens,
@@ -94,3 +111,13 @@ def _bootstrap(store: Store, settings: Settings, clock: Clock) -> None:
     if generated:
         # Shown once: only its hash is stored.
         print(f"releasegate: generated admin token (shown once): {generated}", file=sys.stderr, flush=True)
+
+
+async def _nudge_after_writes(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    """A successful write may have made targets dirty: wake the loop now rather than at the next tick."""
+    response = await call_next(request)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 400:
+        loop = getattr(request.app.state, "loop", None)
+        if loop is not None:
+            loop.nudge()
+    return response

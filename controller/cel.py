@@ -195,11 +195,9 @@ _INT64_MAX: Final = 2**63 - 1
 
 def _number(value: float) -> int | float:
     """The number celpy will see: integral floats as ints; ints beyond int64 as doubles."""
-    if isinstance(value, int):
-        return value if _INT64_MIN <= value <= _INT64_MAX else float(value)
-    if value.is_integer() and _INT64_MIN <= value <= _INT64_MAX:
-        return int(value)
-    return value
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        return float(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _plain(value: Any) -> Any:
@@ -276,18 +274,27 @@ _ABSENT: Final = (_MISSING, -1)  # the activation lacks the root variable
 
 def _freeze(value: Any) -> Hashable:
     """A hashable form with: equal forms <=> equal CEL values (as far as celpy can observe)."""
-    if type(value) is str or value is None:
-        return value
+    kind = type(value)  # exact-type fast paths first: this runs for every memo lookup
+    if kind is str or value is None:
+        return cast(Hashable, value)
+    if kind is int or kind is float:
+        return _number(value)
+    if kind is dict:  # insertion order kept: map() and filter() observe it
+        return (_MAP, tuple([(k if type(k) is str else _freeze(k), _freeze(v)) for k, v in value.items()]))
+    return _freeze_other(value)
+
+
+def _freeze_other(value: Any) -> Hashable:
     if isinstance(value, str):
         return str(value)
     if isinstance(value, bool):
         return (_BOOL, bool(value))
     if isinstance(value, (int, float)):
         return _number(value)
-    if isinstance(value, Mapping):  # insertion order kept: map() and filter() observe it
+    if isinstance(value, Mapping):
         return (_MAP, tuple((_freeze(key), _freeze(item)) for key, item in value.items()))
     if isinstance(value, (list, tuple)):
-        return (_LIST, tuple(_freeze(item) for item in value))
+        return (_LIST, tuple([_freeze(item) for item in value]))
     if isinstance(value, datetime):
         return (_TIME, value)  # aware datetimes compare by instant; conversion makes them UTC
     if isinstance(value, timedelta):
@@ -659,9 +666,11 @@ class Program:
 def compile_expression(source: str, variables: frozenset[str] | Iterable[str]) -> Program:
     """Compile ``source``, whose free identifiers must be among ``variables``. Cached: the same
     (source, variables) gives the same Program. Raises CelSyntaxError."""
+    if isinstance(variables, str):  # frozenset("resource") would allow single letters
+        raise TypeError("variables must be a collection of names, not a string")
     return _compile(source, frozenset(variables))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _compile(source: str, variables: frozenset[str]) -> Program:
     return Program(source, variables)

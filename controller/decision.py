@@ -30,7 +30,7 @@ from controller.policy import AppliedRule, Enforcement, Merged, Policy, merge
 from controller.rules import deployment_window, retry
 from controller.rules.registry import RULE_TYPES
 from controller.rules.verdict import Status, Verdict
-from controller.snapshot import OverrideFact, Snapshot
+from controller.snapshot import OverrideFact, RedeployRequest, Snapshot
 
 MAX_ETA_STEPS = 200
 
@@ -160,10 +160,11 @@ def _decide(engine: Engine, target_id: str, version_id: str | None) -> Decision:
         if candidate.status is Status.ALLOWED:
             desired = version
             break
+    request = snap.requests.get(target_id)
     job_verdicts: tuple[RuleVerdict, ...] = ()
-    if desired is not None and (current is None or desired.id != current.id):
-        job_verdicts = _job_eligibility(snap, merged, target, desired, now)
-    outcome, reason, message = _outcome(refusal, candidates, desired, current, job_verdicts)
+    if desired is not None and (request is not None or current is None or desired.id != current.id):
+        job_verdicts = _job_eligibility(snap, merged, target, desired, now, request)
+    outcome, reason, message = _outcome(refusal, candidates, desired, None if request else current, job_verdicts)
     checks = [rv.verdict.next_check_at for c in candidates for rv in c.verdicts]
     checks += [rv.verdict.next_check_at for rv in job_verdicts]
     upcoming = [t for t in checks if t is not None and t > now]
@@ -192,6 +193,13 @@ def _candidates(
     snap: Snapshot, target: TargetFact, current: VersionFact | None, version_id: str | None
 ) -> tuple[list[VersionFact], tuple[str, str] | None]:
     versions = snap.versions.get(target.deployment_id, ())
+    request = snap.requests.get(target.id)
+    if request is not None and version_id in (None, request.version_id):
+        # An explicit redeploy or rollback: the one exception to "no downgrade"; every gate still applies.
+        asked = next((v for v in versions if v.id == request.version_id), None)
+        if asked is None:
+            return [], ("UnknownVersion", "the requested version no longer exists")
+        return [asked], None
     if version_id is not None:
         asked = next((v for v in versions if v.id == version_id), None)
         if asked is None:
@@ -270,9 +278,12 @@ def _rollout_start(engine: Engine, merged: Merged, verdicts: Sequence[RuleVerdic
 
 
 def _job_eligibility(
-    snap: Snapshot, merged: Merged, target: TargetFact, desired: VersionFact, now: datetime
+    snap: Snapshot, merged: Merged, target: TargetFact, desired: VersionFact, now: datetime,
+    request: RedeployRequest | None,
 ) -> tuple[RuleVerdict, ...]:
     jobs = snap.jobs.get(target.id, ())
+    if request is not None:  # a redeploy starts a fresh series of attempts
+        jobs = tuple(j for j in jobs if j.created_at >= request.requested_at)
     active = [j for j in jobs if j.status in ACTIVE_JOB_STATUSES]
     verdicts: list[RuleVerdict] = []
     if active:

@@ -24,6 +24,11 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "INFO"
+    # The controller loop.
+    loop_interval_seconds: int = 2
+    sweep_interval_seconds: int = 600
+    reconcile_batch_size: int = 500
+    job_lease_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

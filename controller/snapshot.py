@@ -41,6 +41,16 @@ class OverrideFact:
 
 
 @dataclass(frozen=True)
+class RedeployRequest:
+    """An operator's explicit redeploy (of the current version) or rollback (to an earlier one)."""
+
+    version_id: str
+    requested_by: str
+    reason: str
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
 class Snapshot:
     policies: tuple[Policy, ...]
     targets: Mapping[str, TargetFact]
@@ -60,6 +70,9 @@ class Snapshot:
     environment_targets: Mapping[tuple[str, str], tuple[str, ...]]
     # resource id -> every target on it (any deployment), for deploymentDependency.
     resource_targets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    requests: Mapping[str, RedeployRequest] = field(default_factory=dict)
+    # job agent id -> its config, the base of every job's merged config.
+    job_agents: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def current_job(self, target_id: str) -> JobFact | None:
         """The latest successful job by completion: it defines the target's current version."""

@@ -6,10 +6,9 @@ from fastapi import APIRouter, Query, Response
 from sqlmodel import col, select
 
 from api.deps import Admin, AdminCtx, Reader, SessionDep
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, listing
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, listing, seq_listing
 from api.schemas.access import AuditPublic, TokenCreate, TokenCreated, TokenPublic
 from api.schemas.base import Page, UtcDatetime
-from controller.errors import Invalid
 from controller.store.documents import token_doc
 from controller.store.repo import get_row
 from controller.store.tables import AuditRow, TokenRow
@@ -74,13 +73,5 @@ def list_audit(
         stmt = stmt.where(AuditRow.at >= since)
     if until is not None:
         stmt = stmt.where(AuditRow.at < until)
-    if cursor is not None:
-        # ASCII digits only ("²".isdigit() is true), and few enough to fit a BIGINT.
-        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
-            raise Invalid.one(("query", "cursor"), "malformed cursor")
-        stmt = stmt.where(col(AuditRow.seq) > int(cursor))
-    rows = list(session.exec(stmt.order_by(col(AuditRow.seq)).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [_audit_doc(r) for r in rows], "nextCursor": str(rows[-1].seq) if more else None}
+    return seq_listing(session, stmt, col(AuditRow.seq), limit, cursor, _audit_doc)
 

@@ -14,7 +14,7 @@ from sqlalchemy import Select
 from sqlmodel import Session
 
 from api.deps import Reader, SessionDep, WriteCtx
-from controller.errors import NotFound
+from controller.errors import Invalid, NotFound
 from controller.store.inventory import Context
 from controller.store.repo import DEFAULT_LIMIT, MAX_LIMIT, get_row, page
 
@@ -37,6 +37,19 @@ Doc = Callable[[Any], dict[str, Any]]
 def listing(session: Session, stmt: Select[Any], id_column: Any, limit: int, cursor: str | None, doc: Doc) -> Any:
     result = page(session, stmt, id_column, limit, cursor)
     return {"items": [doc(row) for row in result.items], "nextCursor": result.next_cursor}
+
+
+def seq_listing(session: Session, stmt: Select[Any], seq_column: Any, limit: int, cursor: str | None, doc: Doc) -> Any:
+    """Paging for append-only logs, ordered by their integer sequence (oldest first)."""
+    if cursor is not None:
+        # ASCII digits only ("²".isdigit() is true), and few enough to fit a BIGINT.
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
+            raise Invalid.one(("query", "cursor"), "malformed cursor")
+        stmt = stmt.where(seq_column > int(cursor))
+    rows = list(session.exec(stmt.order_by(seq_column).limit(limit + 1)))  # type: ignore[call-overload]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [doc(r) for r in rows], "nextCursor": str(rows[-1].seq) if more else None}
 
 
 def entity_routes(

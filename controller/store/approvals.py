@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from controller.errors import Conflict, Invalid
 from controller.ids import new_id
+from controller.store import triggers
 from controller.store.documents import approval_doc, override_doc
 from controller.store.inventory import Context
 from controller.store.repo import audit
@@ -58,6 +59,7 @@ def submit_approval(ctx: Context, version_id: str, environment_id: str, status: 
         )
         ctx.session.add(row)
         audit(ctx.session, ctx.actor, ctx.now, "create", "approval", row.id, None, approval_doc(row))
+        triggers.approval_changed(ctx.session, version_id, environment_id)
         return row
     before = approval_doc(existing)
     # A replacement counts from now: an approval's age (for expiry) is that of its latest word.
@@ -65,6 +67,7 @@ def submit_approval(ctx: Context, version_id: str, environment_id: str, status: 
     existing.created_at = existing.updated_at = ctx.now
     ctx.session.add(existing)
     audit(ctx.session, ctx.actor, ctx.now, "update", "approval", existing.id, before, approval_doc(existing))
+    triggers.approval_changed(ctx.session, version_id, environment_id)
     return existing
 
 
@@ -85,6 +88,7 @@ def create_override(ctx: Context, fields: Mapping[str, Any]) -> OverrideRow:
     row = OverrideRow(id=new_id(), created_by=ctx.actor.name, created_at=ctx.now, **fields)
     ctx.session.add(row)
     audit(ctx.session, ctx.actor, ctx.now, "create", "override", row.id, None, override_doc(row))
+    triggers.override_changed(ctx.session, row.version_id, row.environment_id, row.resource_id)
     return row
 
 
@@ -95,3 +99,4 @@ def revoke_override(ctx: Context, row: OverrideRow) -> None:
     row.revoked_at, row.revoked_by = ctx.now, ctx.actor.name
     ctx.session.add(row)
     audit(ctx.session, ctx.actor, ctx.now, "revoke", "override", row.id, before, override_doc(row))
+    triggers.override_changed(ctx.session, row.version_id, row.environment_id, row.resource_id)

@@ -23,7 +23,7 @@ from controller.facts import (
     VersionFact,
     VersionStatus,
 )
-from controller.snapshot import OverrideFact, Snapshot
+from controller.snapshot import OverrideFact, RedeployRequest, Snapshot
 from controller.store.documents import deployment_doc, environment_doc, version_doc
 from controller.store.policies import load_policies
 from controller.store.release_targets import resource_doc_cached
@@ -32,6 +32,7 @@ from controller.store.tables import (
     DeploymentRow,
     DeploymentVersionRow,
     EnvironmentRow,
+    JobAgentRow,
     JobRow,
     OverrideRow,
     ReleaseTargetRow,
@@ -129,6 +130,13 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
         overrides=_overrides(session, candidate_ids),
         environment_targets={k: tuple(v) for k, v in environment_targets.items()},
         resource_targets={k: tuple(v) for k, v in resource_targets.items()},
+        requests={
+            t.id: RedeployRequest(t.requested_version_id, t.requested_by or "", t.requested_reason or "", t.requested_at)
+            for t in focus
+            if t.requested_version_id is not None and t.requested_at is not None
+        },
+        job_agents={a.id: a.config for a in _rows_by_id(session, JobAgentRow, sorted(
+            {d.job_agent_id for d in deployments.values() if d.job_agent_id}))},
     )
 
 

@@ -19,6 +19,7 @@ from controller.cel import CelSyntaxError, Doc, compile_expression
 from controller.errors import Conflict, Invalid
 from controller.ids import new_id
 from controller.store import documents as docs
+from controller.store import triggers
 from controller.store.release_targets import (
     TargetDelta,
     cached_doc,
@@ -148,6 +149,7 @@ def update_resource(ctx: Context, row: ResourceRow, fields: Fields) -> ResourceR
         require_unique(ctx.session, ResourceRow, loc, ResourceRow.identifier == fields["identifier"], exclude_id=row.id)
     if _patch(ctx, row, fields, "resource", docs.resource_doc):
         sync_resources(ctx.session, [(row.id, resource_doc_cached(row))], ctx.now)
+        triggers.entity_changed(ctx.session, ReleaseTargetRow.resource_id, row.id)
     return row
 
 
@@ -176,6 +178,7 @@ def upsert_resources(ctx: Context, items: Sequence[Fields]) -> UpsertResult:
     changed: list[tuple[str, Doc]] = []
     fresh: list[dict[str, Any]] = []
     created: list[dict[str, Any]] = []
+    updated: list[str] = []
     for item in items:
         row = existing.get(item["identifier"])
         if row is None:
@@ -188,10 +191,13 @@ def upsert_resources(ctx: Context, items: Sequence[Fields]) -> UpsertResult:
         else:
             if _patch(ctx, row, item, "resource", docs.resource_doc):
                 changed.append((row.id, resource_doc_cached(row)))
+                updated.append(row.id)
             doc = docs.resource_doc(row)
         result.append(doc)
     insert_many(ctx.session, ResourceRow, fresh)
     record(ctx.session, created)
+    for start in range(0, len(updated), 2000):
+        triggers.mark(ctx.session, col(ReleaseTargetRow.resource_id).in_(updated[start : start + 2000]))
     delta = sync_resources(ctx.session, changed, ctx.now) if changed else TargetDelta()
     return UpsertResult(result, len(fresh), len(changed) - len(fresh), len(items) - len(changed), delta)
 
@@ -251,8 +257,10 @@ def update_environment(ctx: Context, row: EnvironmentRow, fields: Fields) -> Env
             exclude_id=row.id,
         )
     old_selector = row.resource_selector
-    if _patch(ctx, row, changes, "environment", docs.environment_doc) and row.resource_selector != old_selector:
-        sync_environment(ctx.session, row, ctx.now)
+    if _patch(ctx, row, changes, "environment", docs.environment_doc):
+        if row.resource_selector != old_selector:
+            sync_environment(ctx.session, row, ctx.now)
+        triggers.entity_changed(ctx.session, ReleaseTargetRow.environment_id, row.id)
     return row
 
 
@@ -302,8 +310,10 @@ def update_deployment(ctx: Context, row: DeploymentRow, fields: Fields) -> Deplo
             exclude_id=row.id,
         )
     old_selector = row.resource_selector
-    if _patch(ctx, row, changes, "deployment", docs.deployment_doc) and row.resource_selector != old_selector:
-        sync_deployment(ctx.session, row, ctx.now)
+    if _patch(ctx, row, changes, "deployment", docs.deployment_doc):
+        if row.resource_selector != old_selector:
+            sync_deployment(ctx.session, row, ctx.now)
+        triggers.entity_changed(ctx.session, ReleaseTargetRow.deployment_id, row.id)
     return row
 
 
@@ -332,11 +342,13 @@ def create_version(ctx: Context, deployment: DeploymentRow, fields: Fields) -> D
     row = new_row(DeploymentVersionRow, ctx, values, deployment_id=deployment.id)
     row.created_at = created_at
     _insert(ctx, row, "deploymentVersion", docs.version_doc)
+    triggers.version_changed(ctx.session, row)
     return row
 
 
 def update_version(ctx: Context, row: DeploymentVersionRow, fields: Fields) -> DeploymentVersionRow:
-    _patch(ctx, row, fields, "deploymentVersion", docs.version_doc)
+    if _patch(ctx, row, fields, "deploymentVersion", docs.version_doc):
+        triggers.version_changed(ctx.session, row)
     return row
 
 

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from controller.ids import new_id
 from controller.policy import Policy, compile_selector, parse_rules
+from controller.store import triggers
 from controller.store.documents import policy_doc
 from controller.store.inventory import ATTRIBUTE, Context
 from controller.store.repo import audit, require_unique
@@ -61,6 +62,7 @@ def create_policy(ctx: Context, fields: Fields) -> PolicyRow:
     ctx.session.add(row)
     _revision(ctx, row, "create")
     audit(ctx.session, ctx.actor, ctx.now, "create", "policy", row.id, None, policy_doc(row))
+    triggers.policy_changed(ctx.session, [row.selector], [row.enabled])
     return row
 
 
@@ -79,6 +81,7 @@ def update_policy(ctx: Context, row: PolicyRow, fields: Fields) -> PolicyRow:
     ctx.session.add(row)
     _revision(ctx, row, "update")
     audit(ctx.session, ctx.actor, ctx.now, "update", "policy", row.id, before, policy_doc(row))
+    triggers.policy_changed(ctx.session, [before["selector"], row.selector], [before["enabled"], row.enabled])
     return row
 
 
@@ -86,6 +89,7 @@ def delete_policy(ctx: Context, row: PolicyRow) -> None:
     row.revision += 1
     _revision(ctx, row, "delete")
     audit(ctx.session, ctx.actor, ctx.now, "delete", "policy", row.id, policy_doc(row), None)
+    triggers.policy_changed(ctx.session, [row.selector], [row.enabled])
     ctx.session.delete(row)
 
 
@@ -109,4 +113,4 @@ def compiled(row: PolicyRow) -> Policy:
 
 
 def load_policies(session: Session) -> tuple[Policy, ...]:
-    return tuple(compiled(row) for row in session.exec(select(PolicyRow).where(PolicyRow.enabled == True)))  # noqa: E712
+    return tuple(compiled(row) for row in session.exec(select(PolicyRow).where(PolicyRow.enabled == True)))

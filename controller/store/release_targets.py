@@ -91,7 +91,7 @@ def _apply(session: Session, existing: dict[Triple, str], desired: set[Triple], 
     return delta
 
 
-def _scopes(session: Session, row_type: type[EnvironmentRow] | type[DeploymentRow], *where: object) -> list[Scope]:
+def _scopes(session: Session, row_type: type[EnvironmentRow | DeploymentRow], *where: object) -> list[Scope]:
     return [scope_of(row) for row in session.exec(select(row_type).where(*where))]  # type: ignore[arg-type]
 
 

@@ -135,6 +135,43 @@ class ReleaseTargetRow(SQLModel, table=True):
     environment_id: str = fk("environment.id", ondelete="CASCADE")
     deployment_id: str = fk("deployment.id", ondelete="CASCADE")
     created_at: datetime
+    # Durable triggers: an event bumps dirty_generation; a pass records the generation it saw. A
+    # trigger that lands during a pass leaves dirty > evaluated, so it is never lost.
+    dirty_generation: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    evaluated_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_evaluation_at: datetime | None = Field(default=None, index=True)
+    # Serialises gate calls, redeploys and passes on one target: every writer bumps it first.
+    lock_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    last_decision_key: str | None = None
+    # An operator's explicit redeploy or rollback, honoured by the loop once the gates allow.
+    requested_version_id: str | None = Field(default=None, max_length=36)
+    requested_by: str | None = None
+    requested_reason: str | None = None
+    requested_at: datetime | None = None
+
+
+class DecisionRow(SQLModel, table=True):
+    """The decision log: appended whenever a target's outcome, desired version or reasons change."""
+
+    __tablename__ = "decision_log"
+    __table_args__ = (
+        Index("ix_decision_target_at", "release_target_id", "evaluated_at"),
+        Index("ix_decision_deployment_env_at", "deployment_id", "environment_id", "evaluated_at"),
+    )
+    seq: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    )
+    decision_id: str = Field(max_length=36)
+    release_target_id: str = Field(max_length=36)
+    deployment_id: str = Field(max_length=36)
+    environment_id: str = Field(max_length=36)
+    version_id: str | None = Field(default=None, max_length=36)
+    outcome: str
+    reason: str
+    evaluated_at: datetime
+    policy_revisions: dict[str, int] = json_column("policy_revisions")
+    document: dict[str, Any] = json_column("document")
 
 
 class TokenRow(SQLModel, table=True):

@@ -23,7 +23,7 @@ def bootstrap_admin(session: Session, secret: str | None, now: datetime) -> str 
         if session.exec(select(TokenRow).where(TokenRow.token_hash == hash_token(secret))).first() is None:
             session.add(_row(BOOTSTRAP_NAME, Role.ADMIN, None, secret, now))
         return None
-    active_admin = select(TokenRow).where(TokenRow.role == Role.ADMIN.value, TokenRow.revoked_at == None)  # noqa: E711
+    active_admin = select(TokenRow).where(TokenRow.role == Role.ADMIN.value, TokenRow.revoked_at == None)
     if session.exec(active_admin).first() is not None:
         return None
     generated = new_secret()

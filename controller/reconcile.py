@@ -1,0 +1,86 @@
+"""The reconcile step: from a decision to the actions that make the world match it (SPEC §5–§6).
+
+Pure and level-based, controller-runtime style: it reads the snapshot (fresh state), not the event
+that woke it, and returns actions plus the instant it wants to be called again. The shell applies
+the actions in one transaction per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from controller.decision import Decision, Outcome, decide
+from controller.engine import Engine
+from controller.rules.verdict import Status
+from controller.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class CreateJob:
+    target_id: str
+    version_id: str
+    attempt: int
+    job_agent_id: str
+    config: Mapping[str, Any]
+    reason: str  # policy | redeploy
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    decision: Decision
+    actions: tuple[CreateJob, ...] = field(default=())
+    # What the decision log compares: outcome, desired version and blocking reasons.
+    log_key: str = ""
+    fulfils_request: bool = False
+
+    @property
+    def next_evaluation_at(self) -> datetime | None:
+        return self.decision.next_evaluation_at
+
+
+def reconcile(snapshot: Snapshot, target_id: str, now: datetime, engine: Engine | None = None) -> Reconciled:
+    decision = decide(snapshot, target_id, now, engine=engine, explain=False)
+    key = log_key(decision)
+    if decision.outcome is not Outcome.GO or decision.desired is None:
+        return Reconciled(decision, log_key=key)
+    target = snapshot.targets[target_id]
+    deployment = snapshot.deployments[target.deployment_id].data
+    agent_id = deployment.get("jobAgentId")
+    if agent_id is None:
+        return Reconciled(decision, log_key=key + "|NoJobAgent")
+    version = decision.desired
+    attempt = 1 + max((j.attempt for j in snapshot.jobs.get(target_id, ()) if j.version_id == version.id), default=0)
+    config = merged_config(
+        snapshot.job_agents.get(agent_id, {}),
+        deployment.get("jobAgentConfig") or {},
+        version.doc.get("config") or {},
+    )
+    reason = "redeploy" if target_id in snapshot.requests else "policy"
+    job = CreateJob(target_id, version.id, attempt, agent_id, config, reason)
+    return Reconciled(decision, (job,), key, fulfils_request=reason == "redeploy")
+
+
+def merged_config(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Agent, then deployment, then version: later layers win, nested objects merge."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = merged_config(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def log_key(decision: Decision) -> str:
+    blocking = sorted(
+        rv.verdict.reason
+        for c in decision.candidates[:1]
+        for rv in c.verdicts
+        if rv.blocking and rv.verdict.status is not Status.ALLOWED
+    )
+    desired = decision.desired.id if decision.desired else "-"
+    return "|".join([decision.outcome.value, desired, decision.reason, *blocking])

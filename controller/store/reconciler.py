@@ -1,0 +1,140 @@
+"""One controller pass over the database: claim due targets, reconcile them, apply the results.
+
+A target is due when it is dirty (``dirty_generation > evaluated_generation``) or its
+``next_evaluation_at`` has come. Batches are claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+so several controller processes share the work and never evaluate one target at once; SQLite has a
+single writer. Each batch is one transaction: the decision, the jobs it creates and the generation
+it saw commit together, so a crash mid-pass loses nothing and repeats nothing. The unique
+(target, version, attempt) constraint makes a duplicate job impossible under any interleaving.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from controller.decision import document, policy_revisions
+from controller.engine import Engine
+from controller.reconcile import Reconciled, reconcile
+from controller.store import triggers
+from controller.store.db import Store
+from controller.store.facts import load_snapshot
+from controller.store.jobs import expire_leases, new_job
+from controller.store.repo import jsonable
+from controller.store.tables import DecisionRow, JobRow, ReleaseTargetRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassResult:
+    evaluated: int = 0
+    jobs_created: int = 0
+    decisions_logged: int = 0
+    leases_expired: int = 0
+    next_wake_at: datetime | None = None
+
+
+class Reconciler:
+    def __init__(self, store: Store, *, batch_size: int = 500, max_batches: int = 1000,
+                 sweep_interval: timedelta = timedelta(minutes=10)) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.sweep_interval = sweep_interval
+        self._last_sweep_at: datetime | None = None
+
+    def run_pass(self, now: datetime) -> PassResult:
+        result = PassResult()
+        with self.store.transaction() as session:
+            result.leases_expired = len(expire_leases(session, now))
+            if self._last_sweep_at is None or now - self._last_sweep_at >= self.sweep_interval:
+                triggers.mark(session)  # the safety net: everything gets looked at again
+                self._last_sweep_at = now
+        for _ in range(self.max_batches):
+            with self.store.transaction() as session:
+                claimed = claim_due(session, now, self.batch_size)
+                if not claimed:
+                    break
+                self._process(session, claimed, now, result)
+        with self.store.session() as session:
+            result.next_wake_at = next_wake_at(session)
+        return result
+
+    def _process(self, session: Session, claimed: list[ReleaseTargetRow], now: datetime, result: PassResult) -> None:
+        snapshot = load_snapshot(session, [t.id for t in claimed])
+        engine = Engine(snapshot, now)
+        for target in claimed:
+            reconciled = reconcile(snapshot, target.id, now, engine)
+            result.jobs_created += self._apply_jobs(session, reconciled, now)
+            if reconciled.log_key != target.last_decision_key:
+                _log_decision(session, reconciled, snapshot.targets[target.id].environment_id,
+                              snapshot.targets[target.id].deployment_id)
+                result.decisions_logged += 1
+            values: dict[str, object] = {
+                "evaluated_generation": target.dirty_generation,
+                "next_evaluation_at": reconciled.next_evaluation_at,
+                "last_decision_key": reconciled.log_key,
+            }
+            if reconciled.fulfils_request and reconciled.actions:
+                values |= {"requested_version_id": None, "requested_by": None, "requested_reason": None,
+                           "requested_at": None}
+            session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id) == target.id).values(values))
+            result.evaluated += 1
+
+    @staticmethod
+    def _apply_jobs(session: Session, reconciled: Reconciled, now: datetime) -> int:
+        created = 0
+        for action in reconciled.actions:
+            job = new_job(action.target_id, action.version_id, action.attempt, action.job_agent_id, action.config,
+                          action.reason, now)
+            try:
+                with session.begin_nested():
+                    session.add(job)
+            except IntegrityError:
+                # Another process created this (target, version, attempt) first: nothing to do.
+                log.info("job already exists", extra={"target": action.target_id, "attempt": action.attempt})
+                continue
+            created += 1
+        return created
+
+
+def claim_due(session: Session, now: datetime, limit: int) -> list[ReleaseTargetRow]:
+    due = or_(
+        col(ReleaseTargetRow.dirty_generation) > col(ReleaseTargetRow.evaluated_generation),
+        col(ReleaseTargetRow.next_evaluation_at) <= now,
+    )
+    stmt = select(ReleaseTargetRow).where(due).order_by(col(ReleaseTargetRow.id)).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    return list(session.exec(stmt))
+
+
+def next_wake_at(session: Session) -> datetime | None:
+    """The earliest instant something becomes due by time alone: a check or a lease expiry."""
+    check = session.exec(select(func.min(ReleaseTargetRow.next_evaluation_at))).one()
+    lease = session.exec(select(func.min(JobRow.lease_expires_at)).where(
+        col(JobRow.status).in_(["inProgress", "actionRequired"]))).one()
+    times = [t for t in (check, lease) if t is not None]
+    return min(times) if times else None
+
+
+def _log_decision(session: Session, reconciled: Reconciled, environment_id: str, deployment_id: str) -> None:
+    decision = reconciled.decision
+    session.add(DecisionRow(
+        decision_id=decision.decision_id,
+        release_target_id=decision.target_id,
+        deployment_id=deployment_id,
+        environment_id=environment_id,
+        version_id=decision.desired.id if decision.desired else None,
+        outcome=decision.outcome.value,
+        reason=decision.reason,
+        evaluated_at=decision.evaluated_at,
+        policy_revisions=policy_revisions(decision.policies),
+        document=jsonable(document(decision)),
+    ))

@@ -1,0 +1,115 @@
+"""Durable triggers: every event marks exactly the release targets it can affect (SPEC §6).
+
+Marking bumps ``dirty_generation`` in the writer's own transaction, so a trigger is as durable as
+the change that caused it. The loop records the generation it evaluated; a trigger that lands during
+a pass leaves the target still dirty for the next one. Nothing is ever deleted to acknowledge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
+
+from controller.cel import Doc
+from controller.policy import compile_selector
+from controller.store.documents import deployment_doc, environment_doc
+from controller.store.release_targets import resource_doc_cached
+from controller.store.tables import (
+    DeploymentRow,
+    DeploymentVersionRow,
+    EnvironmentRow,
+    JobRow,
+    ReleaseTargetRow,
+    ResourceRow,
+)
+
+CHUNK = 2000
+DIRTY = {"dirty_generation": ReleaseTargetRow.dirty_generation + 1}
+
+
+def mark(session: Session, *conditions: Any) -> None:
+    session.execute(update(ReleaseTargetRow).where(*conditions).values(DIRTY))
+
+
+def mark_ids(session: Session, target_ids: Iterable[str]) -> None:
+    ids = sorted(set(target_ids))
+    for start in range(0, len(ids), CHUNK):
+        mark(session, col(ReleaseTargetRow.id).in_(ids[start : start + CHUNK]))
+
+
+def version_changed(session: Session, version: DeploymentVersionRow) -> None:
+    mark(session, ReleaseTargetRow.deployment_id == version.deployment_id)
+
+
+def approval_changed(session: Session, version_id: str, environment_id: str) -> None:
+    version = session.get(DeploymentVersionRow, version_id)
+    if version is not None:
+        mark(
+            session,
+            ReleaseTargetRow.deployment_id == version.deployment_id,
+            ReleaseTargetRow.environment_id == environment_id,
+        )
+
+
+def job_changed(session: Session, job: JobRow) -> None:
+    """Its target; the deployment's other targets (progression reads them); and the other
+    deployments' targets on the same resource (deploymentDependency reads them)."""
+    target = session.get(ReleaseTargetRow, job.release_target_id)
+    if target is None:
+        return
+    mark(
+        session,
+        or_(
+            ReleaseTargetRow.deployment_id == target.deployment_id,
+            ReleaseTargetRow.resource_id == target.resource_id,
+        ),
+    )
+
+
+def override_changed(session: Session, version_id: str, environment_id: str | None, resource_id: str | None) -> None:
+    version = session.get(DeploymentVersionRow, version_id)
+    if version is None:
+        return
+    conditions: list[Any] = [ReleaseTargetRow.deployment_id == version.deployment_id]
+    if environment_id is not None:
+        conditions.append(ReleaseTargetRow.environment_id == environment_id)
+    if resource_id is not None:
+        conditions.append(ReleaseTargetRow.resource_id == resource_id)
+    mark(session, *conditions)
+
+
+def entity_changed(session: Session, column: Any, entity_id: str) -> None:
+    """A resource, environment or deployment changed: policy selectors over it may now differ."""
+    mark(session, column == entity_id)
+
+
+def policy_changed(session: Session, selectors: Sequence[str], enabled: Sequence[bool]) -> None:
+    """Targets the policy matched before *or* matches after the write (one selector per state)."""
+    live = [compile_selector(s) for s, on in zip(selectors, enabled, strict=True) if on]
+    if not live:
+        return
+    matched = [t for t, activation in _activations(session) if any(p.test(activation) for p in live)]
+    mark_ids(session, matched)
+
+
+def _activations(session: Session) -> Iterable[tuple[str, dict[str, Doc]]]:
+    environments = {e.id: Doc(environment_doc(e)) for e in session.exec(select(EnvironmentRow))}
+    deployments = {d.id: Doc(deployment_doc(d)) for d in session.exec(select(DeploymentRow))}
+    resources: dict[str, Doc] = {}
+    rows = session.exec(select(ReleaseTargetRow.id, ReleaseTargetRow.resource_id, ReleaseTargetRow.environment_id,
+                                ReleaseTargetRow.deployment_id))
+    targets = list(rows)
+    wanted = sorted({r for _, r, _, _ in targets})
+    for start in range(0, len(wanted), CHUNK):
+        for row in session.exec(select(ResourceRow).where(col(ResourceRow.id).in_(wanted[start : start + CHUNK]))):
+            resources[row.id] = resource_doc_cached(row)
+    for target_id, resource_id, environment_id, deployment_id in targets:
+        yield target_id, {
+            "environment": environments[environment_id],
+            "resource": resources[resource_id],
+            "deployment": deployments[deployment_id],
+        }
+
