@@ -47,5 +47,27 @@ def migrate(database_url: Annotated[str | None, typer.Option(help="[RELEASEGATE_
     typer.echo("migrated")
 
 
+@cli.command()
+def agent(
+    url: Annotated[str, typer.Option(envvar="RELEASEGATE_URL", help="server base URL")] = "http://127.0.0.1:8080",
+    token: Annotated[str, typer.Option(envvar="RELEASEGATE_TOKEN", help="an agent token")] = "",
+    job_agent: Annotated[str, typer.Option("--job-agent", envvar="RELEASEGATE_JOB_AGENT", help="id or name")] = "",
+    command: Annotated[str, typer.Option(envvar="RELEASEGATE_AGENT_COMMAND", help="shell command per job")] = "true",
+    poll_seconds: Annotated[float, typer.Option(help="pause between polls when idle")] = 2.0,
+    heartbeat_seconds: Annotated[float, typer.Option(help="lease heartbeat period")] = 10.0,
+    once: Annotated[bool, typer.Option(help="exit when no pending job is left")] = False,
+) -> None:
+    """A reference pull agent: claim jobs, run COMMAND with the job in RELEASEGATE_* variables, report."""
+    from api.agent import Agent, AgentConfig
+
+    if not token or not job_agent:
+        raise typer.BadParameter("--token and --job-agent are required (or RELEASEGATE_TOKEN / RELEASEGATE_JOB_AGENT)")
+    logs.configure("INFO")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = AgentConfig(url, token, job_agent, command, poll_seconds, heartbeat_seconds)
+    handled = Agent(config).run(once=once)
+    typer.echo(f"handled {handled} jobs")
+
+
 def main() -> None:
     cli()
