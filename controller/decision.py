@@ -123,14 +123,17 @@ class Decision:
 
     @property
     def focus(self) -> Candidate | None:
-        """The candidate the outcome is about: the desired one, else the first that may still pass."""
-        for candidate in self.candidates:
-            if self.desired is not None and candidate.version.id == self.desired.id:
-                return candidate
-        for candidate in self.candidates:
-            if candidate.status is Status.PENDING:
-                return candidate
-        return self.candidates[0] if self.candidates else None
+        """The candidate the outcome is about: the desired one, else the first that may still pass.
+
+        Waiting with a desired version but no job checks means the target is up to date and a newer
+        version waits: the outcome is about that newer one (its blockers are what it waits for).
+        """
+        desired = next((c for c in self.candidates if self.desired and c.version.id == self.desired.id), None)
+        pending = next((c for c in self.candidates if c.status is Status.PENDING), None)
+        newer_waits = self.outcome is Outcome.WAIT and not self.job_verdicts and pending is not None
+        if desired is not None and not newer_waits:
+            return desired
+        return pending or desired or (self.candidates[0] if self.candidates else None)
 
 
 def decide(snapshot: Snapshot, target_id: str, now: datetime, *, version_id: str | None = None,
@@ -139,8 +142,8 @@ def decide(snapshot: Snapshot, target_id: str, now: datetime, *, version_id: str
     engine = engine if engine is not None and engine.now == now else Engine(snapshot, now)
     decision = _decide(engine, target_id, version_id)
     if explain:
-        decision = replace(decision, eligible_at=_eligible_at(snapshot, decision, version_id))
-        decision = replace(decision, waiting_for=_waiting_for(decision))
+        eligible_at, waiting_for = _eligible_at(engine, decision, version_id)
+        decision = replace(decision, eligible_at=eligible_at, waiting_for=waiting_for)
     return replace(decision, decision_id=decision_id(decision))
 
 
@@ -310,8 +313,13 @@ def _outcome(
     if refusal is not None:
         return Outcome.NO_GO, *refusal
     if desired is None:
-        if any(c.status is Status.PENDING for c in candidates):
+        newer = [c for c in candidates if current is None or c.version.id != current.id]
+        if any(c.status is Status.PENDING for c in newer):
             return Outcome.WAIT, "AwaitingGates", "no candidate version passes its gates yet"
+        if current is not None and len(newer) < len(candidates):
+            # Only the version it already runs may still pass (say, once a window opens): that would
+            # change nothing, and nothing newer can pass, so there is nothing to wait for.
+            return Outcome.NO_GO, "UpToDate", f"the target already runs {current.tag}; no newer version can pass"
         return Outcome.NO_GO, "AllCandidatesDenied", "every candidate version is denied by a gate"
     if current is not None and desired.id == current.id:
         if len(candidates) > 1 and any(c.status is Status.PENDING for c in candidates):
@@ -327,22 +335,63 @@ def _outcome(
     return Outcome.GO, "Eligible", f"deploy {desired.tag}"
 
 
-def _eligible_at(snapshot: Snapshot, decision: Decision, version_id: str | None) -> datetime | None:
-    if decision.outcome is Outcome.GO:
-        return decision.evaluated_at
-    if decision.outcome is Outcome.NO_GO:
-        return None
+def _eligible_at(
+    engine: Engine, decision: Decision, version_id: str | None
+) -> tuple[datetime | None, tuple[str, ...]]:
+    """The ETA, and what the target waits for that is not time.
+
+    Without an ETA, the blockers are those of the first decision on the way that names any: at
+    ``now`` the only blocker may be a closed window, while an active job (or a failed release
+    that is not retried) holds the target back once it opens, and only the later decision sees it.
+    """
+    waiting = _waiting_for(decision)
+    if decision.outcome is not Outcome.WAIT:
+        return (decision.evaluated_at if decision.outcome is Outcome.GO else None), waiting
+    if _held_by_event(decision):
+        return None, waiting
     at = decision.next_evaluation_at
     for _ in range(MAX_ETA_STEPS):
         if at is None:
-            return None
-        later = _decide(Engine(snapshot, at), decision.target_id, version_id)
+            return None, waiting
+        later = _decide(engine.at(at), decision.target_id, version_id)
         if later.outcome is Outcome.GO:
-            return at
-        if later.outcome is Outcome.NO_GO or later.next_evaluation_at is None or later.next_evaluation_at <= at:
-            return None
+            # An ETA means every remaining blocker is time-based (SPEC §5): nothing else is waited
+            # for, even a rollout whose start awaits a soak and so carries no nextCheckAt itself.
+            return at, ()
+        waiting = waiting or _waiting_for(later)
+        if _held_by_event(later):
+            return None, waiting
+        if later.outcome is Outcome.NO_GO:
+            return None, waiting or (f"{later.reason}: {later.message}",)
+        if later.next_evaluation_at is None or later.next_evaluation_at <= at:
+            return None, waiting
         at = later.next_evaluation_at
-    return None
+    # Every blocker is time-based, yet they never all allow at once (say, allow windows that do not
+    # overlap): say so rather than wait with nothing named.
+    gave_up = f"time: no instant up to {at.isoformat()} at which every gate allows at once" if at else "time"
+    return None, waiting or (gave_up,)
+
+
+def _held_by_event(decision: Decision) -> bool:
+    """No later instant can be ``go`` without an event (an approval, an upstream success, a job ending).
+
+    Holds when job eligibility waits on an event, or when every candidate that may still pass has a
+    blocker that only an event can lift. The ETA walk stops there. A rollout awaiting its gates carries
+    no nextCheckAt of its own but follows the gates it waits on, so it is not such a blocker.
+    """
+    if decision.desired is not None:
+        return any(_event_blocker(rv) for rv in decision.job_verdicts)
+    pending = [c for c in decision.candidates if c.status is Status.PENDING]
+    return bool(pending) and all(any(_event_blocker(rv) for rv in c.verdicts) for c in pending)
+
+
+def _event_blocker(rv: RuleVerdict) -> bool:
+    return (
+        rv.blocking
+        and rv.verdict.status is Status.PENDING
+        and rv.verdict.next_check_at is None
+        and not (rv.rule_type == "gradualRollout" and rv.verdict.reason == "AwaitingGates")
+    )
 
 
 def _waiting_for(decision: Decision) -> tuple[str, ...]:

@@ -49,15 +49,28 @@ class Subject:
 
 
 class Engine:
-    def __init__(self, snapshot: Snapshot, now: datetime) -> None:
+    def __init__(self, snapshot: Snapshot, now: datetime, *, facts: dict[Hashable, Any] | None = None) -> None:
         self.snapshot = snapshot
         self.now = now
         self._shared: dict[Hashable, Any] = {}
+        # Derived facts that do not depend on ``now`` (dependency environments, rollout orders): an
+        # engine for a later instant over the same snapshot may reuse them (``at``).
+        self.facts: dict[Hashable, Any] = {} if facts is None else facts
+
+    def at(self, now: datetime) -> Engine:
+        """An engine for another instant over the same snapshot, sharing its time-free facts."""
+        return Engine(self.snapshot, now, facts=self.facts)
 
     def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """Per-instant sharing: verdicts that depend only on (version, environment) or on time."""
         if key not in self._shared:
             self._shared[key] = compute()
         return self._shared[key]
+
+    def fact(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self.facts:
+            self.facts[key] = compute()
+        return self.facts[key]
 
     def evaluate(self, applied: AppliedRule, subject: Subject) -> Verdict:
         try:
@@ -126,7 +139,7 @@ class Engine:
         """Every other environment of the system, with this deployment's jobs for the version there."""
         target, version = subject.target, subject.version
         system_id = self.snapshot.deployments[target.deployment_id].data["systemId"]
-        environments = self.shared(("dependencies", target.deployment_id, version.id), lambda: self._dependencies(
+        environments = self.fact(("dependencies", target.deployment_id, version.id), lambda: self._dependencies(
             system_id, target.deployment_id, version.id))
         return [env for env_id, env in environments if env_id != target.environment_id]
 
@@ -162,7 +175,7 @@ class Engine:
         assert isinstance(spec, gradual_rollout.GradualRolloutSpec)
         target, version = subject.target, subject.version
         env_targets = self.snapshot.environment_targets.get((target.deployment_id, target.environment_id), (target.id,))
-        positions = self.shared(
+        positions = self.fact(
             ("positions", version.id, target.deployment_id, target.environment_id),
             lambda: gradual_rollout.rollout_positions(env_targets, version.id),
         )
