@@ -102,7 +102,13 @@ class Agent:
             done.set()
             beat.join()
         status = "successful" if ok else "failure"
-        self.client.patch(f"/v1/jobs/{job['id']}", json={"status": status, "message": message}).raise_for_status()
+        reported = self.client.patch(f"/v1/jobs/{job['id']}", json={"status": status, "message": message})
+        if reported.status_code == 409:
+            # The job left inProgress while the command ran (its lease lapsed and it became lost, or
+            # an operator cancelled it): the server keeps its status. Report that and keep working.
+            log.warning("job %s could not be reported %s: %s", job["id"], status, reported.text)
+            return ok
+        reported.raise_for_status()
         log.info("job %s %s", job["id"], status)
         return ok
 

@@ -8,13 +8,14 @@ logged with its traceback and answered with a generic JSON 500 body.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.limits import BodyTooLarge, NotJson
@@ -29,7 +30,7 @@ def _problem(problem: Problem) -> dict[str, Any]:
     return body
 
 
-def detail(status: int, problems: list[dict[str, Any]], headers: dict[str, str] | None = None) -> JSONResponse:
+def detail(status: int, problems: list[dict[str, Any]], headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": problems}, status_code=status, headers=headers)
 
 
@@ -82,6 +83,20 @@ def _integrity(_: Request, exc: Exception) -> JSONResponse:
     return detail(409, [{"loc": ["body"], "msg": "conflicts with a concurrent change; retry", "type": "conflict"}])
 
 
+def _data(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refuses NUL in any text parameter, even one it only compares. Routes reject NUL up
+    front (``NoNul``, ``Body``); this names the path or query parameter for any route that does not.
+    Any other refused value is a validation gap, and stays a logged 500."""
+    for value in request.path_params.values():
+        if "\x00" in str(value):
+            return detail(404, [{"loc": ["path", "id"], "msg": f"{value!r} names nothing", "type": "not_found"}])
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            problem = {"loc": ["query", name], "msg": "NUL characters are not allowed", "type": "nul_character"}
+            return detail(422, [problem])
+    return _unexpected(request, exc)
+
+
 def _database(_: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return detail(
@@ -115,6 +130,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(DataError, _data)
     app.add_exception_handler(OperationalError, _database)
     app.add_exception_handler(InterfaceError, _database)
     app.add_exception_handler(BodyTooLarge, _too_large)

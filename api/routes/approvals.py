@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from sqlmodel import col, select
 
 from api.deps import Now, Reader, SessionDep, WriteCtx, require
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, listing
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, listing
 from api.schemas.base import Page
 from api.schemas.policy import (
     ApprovalCreate,
@@ -26,7 +26,7 @@ from controller.store.tables import ApprovalRow, OverrideRow
 approvals = APIRouter(prefix="/v1/approvals", tags=["approvals"])
 overrides = APIRouter(prefix="/v1/overrides", tags=["overrides"])
 Approver = Annotated[Principal, Depends(require(Capability.APPROVE))]
-IdFilter = Annotated[str | None, Query(max_length=64)]
+IdFilter = Annotated[str | None, Query(max_length=64), NoNul]
 
 
 @approvals.post("", status_code=201, response_model=ApprovalPublic, operation_id="submitApproval")
@@ -46,8 +46,8 @@ def list_approvals(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
     pending: bool = False,
-    version_id: Annotated[str | None, Query(alias="versionId", max_length=64)] = None,
-    environment_id: Annotated[str | None, Query(alias="environmentId", max_length=64)] = None,
+    version_id: Annotated[str | None, Query(alias="versionId", max_length=64), NoNul] = None,
+    environment_id: Annotated[str | None, Query(alias="environmentId", max_length=64), NoNul] = None,
 ) -> Any:
     """Records; or, with `pending=true`, the (version, environment) pairs awaiting the caller, with k/N."""
     if pending:
@@ -93,7 +93,7 @@ def list_overrides(
     at: Now,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    version_id: Annotated[str | None, Query(alias="versionId", max_length=64)] = None,
+    version_id: Annotated[str | None, Query(alias="versionId", max_length=64), NoNul] = None,
     active: bool | None = None,
 ) -> Any:
     stmt = select(OverrideRow)

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime
 from sqlmodel import col, select
 
 from api.deps import Now, Reader, SessionDep, WriteCtx, get_principal
-from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, listing, seq_listing
+from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, listing, seq_listing
 from api.schemas.base import Page
 from api.schemas.jobs import (
     DecisionLogPublic,
@@ -162,9 +162,9 @@ def list_decisions(
     _: Reader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    release_target_id: Annotated[str | None, Query(alias="releaseTargetId", max_length=64)] = None,
-    deployment_id: Annotated[str | None, Query(alias="deploymentId", max_length=64)] = None,
-    environment_id: Annotated[str | None, Query(alias="environmentId", max_length=64)] = None,
+    release_target_id: Annotated[str | None, Query(alias="releaseTargetId", max_length=64), NoNul] = None,
+    deployment_id: Annotated[str | None, Query(alias="deploymentId", max_length=64), NoNul] = None,
+    environment_id: Annotated[str | None, Query(alias="environmentId", max_length=64), NoNul] = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> Any:

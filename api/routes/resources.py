@@ -2,7 +2,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from sqlalchemy import ColumnElement, exists, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from api.deps import Reader, SessionDep, WriteCtx
 from api.routes.crud import DEFAULT_LIMIT, Cursor, Limit, NoNul, entity_routes, listing
@@ -27,7 +27,8 @@ def _metadata_is(session: Session, key: str, value: str) -> ColumnElement[bool]:
         # one is a malformed path (an OperationalError). json_each compares keys as plain values.
         pairs = func.json_each(ResourceRow.meta).table_valued("key", "value")
         return exists().select_from(pairs).where(pairs.c.key == key, pairs.c.value == value)
-    return ResourceRow.meta[key].as_string() == value  # type: ignore[index,no-any-return]
+    equals: ColumnElement[bool] = col(ResourceRow.meta)[key].as_string() == value
+    return equals
 
 
 @router.get("", response_model=Page[ResourcePublic], operation_id="listResources")

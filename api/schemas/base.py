@@ -79,7 +79,8 @@ def _compiles_within_limits(source: str) -> str:
     of CelSyntaxError. Ordinary syntax errors are left to the store, which reports line and column;
     the compiled program is cached, so the store's own compile costs nothing."""
     if _nesting(source) > MAX_DEPTH:
-        raise PydanticCustomError("cel_too_complex", "expression nests brackets deeper than {max} levels", {"max": MAX_DEPTH})
+        message = "expression nests brackets deeper than {max} levels"
+        raise PydanticCustomError("cel_too_complex", message, {"max": MAX_DEPTH})
     if source.strip():
         try:
             compile_expression(source, RESOURCE_VARIABLES)

@@ -30,6 +30,8 @@ def get_row(
     session: Session, row_type: type[RowT], key: str, entity: str, *, name_field: str | None = None
 ) -> RowT:
     """By id, or by the entity's unique name where it has one."""
+    if "\x00" in key:  # no stored id or name holds NUL, and PostgreSQL refuses it in a query
+        raise NotFound(entity, key.replace("\x00", "\\x00"))
     row = session.get(row_type, key) if looks_like_id(key) else None
     if row is None and name_field is not None:
         column = getattr(row_type, name_field)
