@@ -76,11 +76,14 @@ def merged_config(*layers: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def log_key(decision: Decision) -> str:
-    blocking = sorted(
-        rv.verdict.reason
-        for c in decision.candidates[:1]
-        for rv in c.verdicts
-        if rv.blocking and rv.verdict.status is not Status.ALLOWED
-    )
+    """Per candidate examined, its blocking reasons: a change on the version the target waits for counts,
+    not only one on the newest (which may be denied for good while an older one progresses)."""
+    per_candidate = [
+        c.version.id + "=" + ",".join(sorted(
+            rv.verdict.reason for rv in c.verdicts if rv.blocking and rv.verdict.status is not Status.ALLOWED
+        ))
+        for c in decision.candidates
+    ]
+    jobs = sorted(rv.verdict.reason for rv in decision.job_verdicts if rv.verdict.status is not Status.ALLOWED)
     desired = decision.desired.id if decision.desired else "-"
-    return "|".join([decision.outcome.value, desired, decision.reason, *blocking])
+    return "|".join([decision.outcome.value, desired, decision.reason, *per_candidate, *jobs])

@@ -1,16 +1,25 @@
 """Loads a ``Snapshot``: every fact the decision engine reads, for a set of focus targets.
 
 Focus targets get their full job history; the rest of their deployment's targets only what
-environment progression and rollout ordering need (their ids, and their jobs for candidate
-versions). Everything is fetched in a handful of set-based queries, whatever the number of targets.
+environment progression and rollout ordering need (their ids, and their jobs for the versions the
+focus targets may still move to). Everything is fetched in a handful of set-based queries, whatever
+the number of targets.
+
+Bulk rows (targets, jobs, resource revisions) are read as column tuples, not ORM objects: building
+an ORM object costs several times what the decision then does with the row. Their timestamps are
+read through the dialect's own (C) processor and made UTC here, exactly as ``UTCDateTime`` would,
+without its per-value Python hook. Must not: decide anything; it only reads.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import DateTime, type_coerce
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
@@ -23,10 +32,10 @@ from controller.facts import (
     VersionFact,
     VersionStatus,
 )
-from controller.snapshot import OverrideFact, RedeployRequest, Snapshot
-from controller.store.documents import deployment_doc, environment_doc, version_doc
+from controller.snapshot import OverrideFact, RedeployRequest, Snapshot, current_job
+from controller.store.doc_cache import cached, cached_doc
+from controller.store.documents import deployment_doc, environment_doc, resource_doc, version_doc
 from controller.store.policies import load_policies
-from controller.store.release_targets import resource_doc_cached
 from controller.store.tables import (
     ApprovalRow,
     DeploymentRow,
@@ -40,27 +49,31 @@ from controller.store.tables import (
 )
 
 CHUNK = 2000
+_STATUSES = {status.value: status for status in JobStatus}
+T, J = ReleaseTargetRow, JobRow
+
+
+def _instant(column: Any) -> Any:
+    return type_coerce(column, DateTime(timezone=True))
+
+
+_TARGET_COLUMNS = (T.id, T.resource_id, T.environment_id, T.deployment_id)
+_FOCUS_COLUMNS = (*_TARGET_COLUMNS, T.requested_version_id, T.requested_by, T.requested_reason,
+                  _instant(T.requested_at))
+_JOB_COLUMNS = (J.id, J.release_target_id, J.version_id, J.status, J.attempt, _instant(J.created_at),
+                _instant(J.completed_at))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """What ``UTCDateTime`` returns: databases without time zones store UTC without an offset."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 
 def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
-
-
-def _target(row: Any) -> TargetFact:
-    return TargetFact(row.id, row.resource_id, row.environment_id, row.deployment_id)
-
-
-def _job(row: JobRow) -> JobFact:
-    return JobFact(
-        id=row.id,
-        target_id=row.release_target_id,
-        version_id=row.version_id,
-        status=JobStatus(row.status),
-        attempt=row.attempt,
-        created_at=row.created_at,
-        completed_at=row.completed_at,
-    )
 
 
 def _version(row: DeploymentVersionRow) -> VersionFact:
@@ -75,42 +88,50 @@ def _version(row: DeploymentVersionRow) -> VersionFact:
     )
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """Which targets the snapshot covers: the focus, its deployments' targets, and its neighbours."""
+
+    focus: list[Any]  # rows of _FOCUS_COLUMNS
+    siblings: list[TargetFact]  # every target of the focus deployments
+    neighbours: list[TargetFact]  # other deployments' targets on the focus resources
+
+
 def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
-    focus = _rows_by_id(session, ReleaseTargetRow, focus_ids)
-    deployment_ids = sorted({t.deployment_id for t in focus})
-    resource_ids = sorted({t.resource_id for t in focus})
+    scope = _scope(session, focus_ids)
+    deployment_ids = sorted({t.deployment_id for t in scope.focus})
     deployments = {r.id: r for r in _rows_by_id(session, DeploymentRow, deployment_ids)}
     system_ids = sorted({d.system_id for d in deployments.values()})
     environments = list(session.exec(select(EnvironmentRow).where(col(EnvironmentRow.system_id).in_(system_ids))))
-
-    # Siblings: every target of the focus deployments (progression and rollout read them).
-    siblings = list(_select_in(session, ReleaseTargetRow, ReleaseTargetRow.deployment_id, deployment_ids))
-    # Upstream: other deployments' targets on the focus resources (deploymentDependency reads them).
-    neighbours = [
-        t for t in _select_in(session, ReleaseTargetRow, ReleaseTargetRow.resource_id, resource_ids)
-        if t.deployment_id not in deployments
-    ]
-    for row in _rows_by_id(session, DeploymentRow, sorted({t.deployment_id for t in neighbours})):
+    for row in _rows_by_id(session, DeploymentRow, sorted({t.deployment_id for t in scope.neighbours})):
         deployments[row.id] = row
 
-    versions = [
-        _version(v) for v in _select_in(session, DeploymentVersionRow, DeploymentVersionRow.deployment_id, deployment_ids)
-    ]
+    versions = [_version(v) for v in _select_in(session, DeploymentVersionRow, DeploymentVersionRow.deployment_id,
+                                                deployment_ids)]
     versions.sort(key=lambda v: (v.created_at, v.id), reverse=True)
-    candidate_ids = [v.id for v in versions if v.status is VersionStatus.READY]
-
-    jobs = _jobs(session, [t.id for t in focus], [t.id for t in siblings], candidate_ids, [t.id for t in neighbours])
-    version_docs = {v.id: Doc(v.doc) for v in versions}
-    version_docs |= _upstream_versions(session, jobs, version_docs)
-
     by_deployment: dict[str, list[VersionFact]] = defaultdict(list)
     for version in versions:
         by_deployment[version.deployment_id].append(version)
+
+    focus_ids = [t[0] for t in scope.focus]
+    jobs = _jobs_per_target(_job_rows(session, focus_ids))  # full history
+    candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment)
+    others: list[Any] = []
+    if len(focus_ids) < len(scope.siblings):
+        focus_set = set(focus_ids)
+        others += [r for r in _sibling_job_rows(session, deployment_ids, candidate_ids) if r[1] not in focus_set]
+    for chunk in _chunks([t.id for t in scope.neighbours]):  # their current versions
+        others += session.execute(select(*_JOB_COLUMNS).where(
+            col(J.release_target_id).in_(chunk), J.status == JobStatus.SUCCESSFUL.value)).all()
+    jobs |= _jobs_per_target(others)  # siblings' and neighbours' targets are not focus targets
+
+    version_docs = {v.id: Doc(v.doc) for v in versions}
+    version_docs |= _upstream_versions(session, jobs, version_docs)
     environment_targets: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for t in siblings:
+    for t in scope.siblings:
         environment_targets[(t.deployment_id, t.environment_id)].append(t.id)
     resource_targets: dict[str, list[str]] = defaultdict(list)
-    for t in [*focus, *neighbours]:
+    for t in [*(TargetFact(*row[:4]) for row in scope.focus), *scope.neighbours]:
         resource_targets[t.resource_id].append(t.id)
     system_environments: dict[str, list[str]] = defaultdict(list)
     for env in sorted(environments, key=lambda e: e.name):
@@ -118,8 +139,8 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
 
     return Snapshot(
         policies=load_policies(session),
-        targets={t.id: _target(t) for t in [*siblings, *neighbours]},
-        resources={r.id: resource_doc_cached(r) for r in _rows_by_id(session, ResourceRow, resource_ids)},
+        targets={t.id: t for t in [*scope.siblings, *scope.neighbours]},
+        resources=_resources(session, sorted({t[1] for t in scope.focus})),
         environments={e.id: Doc(environment_doc(e)) for e in environments},
         deployments={d.id: Doc(deployment_doc(d)) for d in deployments.values()},
         system_environments={k: tuple(v) for k, v in system_environments.items()},
@@ -131,13 +152,95 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
         environment_targets={k: tuple(v) for k, v in environment_targets.items()},
         resource_targets={k: tuple(v) for k, v in resource_targets.items()},
         requests={
-            t.id: RedeployRequest(t.requested_version_id, t.requested_by or "", t.requested_reason or "", t.requested_at)
-            for t in focus
-            if t.requested_version_id is not None and t.requested_at is not None
+            t[0]: RedeployRequest(t[4], t[5] or "", t[6] or "", _utc(t[7]))  # type: ignore[arg-type]
+            for t in scope.focus
+            if t[4] is not None and t[7] is not None
         },
         job_agents={a.id: a.config for a in _rows_by_id(session, JobAgentRow, sorted(
             {d.job_agent_id for d in deployments.values() if d.job_agent_id}))},
     )
+
+
+def _scope(session: Session, focus_ids: Sequence[str]) -> _Scope:
+    focus = []
+    for chunk in _chunks(list(focus_ids)):
+        focus += session.execute(select(*_FOCUS_COLUMNS).where(col(T.id).in_(chunk))).all()
+    deployment_ids = sorted({t[3] for t in focus})
+    siblings = [TargetFact(*row) for row in session.execute(
+        select(*_TARGET_COLUMNS).where(col(T.deployment_id).in_(deployment_ids)))]
+    # Upstream: other deployments' targets on the focus resources (deploymentDependency reads them).
+    neighbours = []
+    for chunk in _chunks(sorted({t[1] for t in focus})):
+        neighbours += [TargetFact(*row) for row in session.execute(select(*_TARGET_COLUMNS).where(
+            col(T.resource_id).in_(chunk), col(T.deployment_id).not_in(deployment_ids)))]
+    return _Scope(focus, siblings, neighbours)
+
+
+def _candidate_ids(
+    focus: Sequence[Any], jobs: dict[str, tuple[JobFact, ...]], versions: dict[str, list[VersionFact]]
+) -> list[str]:
+    """The versions a focus target may be decided on: ready ones no older than the oldest current
+    version among the focus targets of their deployment (there is no automatic downgrade), and any
+    version an operator asked to redeploy. Other targets' jobs and approvals matter only for these."""
+    by_id = {v.id: v for vs in versions.values() for v in vs}
+    floors: dict[str, list[tuple[datetime, str] | None]] = defaultdict(list)
+    for target in focus:
+        job = current_job(jobs.get(target[0], ()))
+        current = by_id.get(job.version_id) if job is not None else None
+        in_deployment = current is not None and current.deployment_id == target[3]
+        floors[target[3]].append((current.created_at, current.id) if in_deployment else None)  # type: ignore[union-attr]
+    wanted = {t[4] for t in focus if t[4] is not None}
+    for deployment_id, found in floors.items():
+        floor = None if None in found else min(f for f in found if f is not None)
+        wanted |= {
+            v.id for v in versions.get(deployment_id, ())
+            if v.status is VersionStatus.READY and (floor is None or (v.created_at, v.id) >= floor)
+        }
+    return sorted(wanted)
+
+
+def _sibling_job_rows(session: Session, deployment_ids: Sequence[str], version_ids: Sequence[str]) -> list[Any]:
+    """The candidate versions' jobs on every target of the focus deployments."""
+    targets = select(T.id).where(col(T.deployment_id).in_(deployment_ids))
+    rows: list[Any] = []
+    for chunk in _chunks(list(version_ids)):
+        rows += session.execute(select(*_JOB_COLUMNS).where(
+            col(J.version_id).in_(chunk), col(J.release_target_id).in_(targets.scalar_subquery()))).all()
+    return rows
+
+
+def _job_rows(session: Session, target_ids: Sequence[str]) -> list[Any]:
+    rows: list[Any] = []
+    for chunk in _chunks(list(target_ids)):
+        rows += session.execute(select(*_JOB_COLUMNS).where(col(J.release_target_id).in_(chunk))).all()
+    return rows
+
+
+def _facts(rows: Iterable[Any]) -> Iterator[JobFact]:
+    statuses = _STATUSES
+    for job_id, target_id, version_id, status, attempt, created_at, completed_at in rows:
+        yield JobFact(job_id, target_id, version_id, statuses[status], attempt, _utc(created_at),  # type: ignore[arg-type]
+                      _utc(completed_at))
+
+
+def _jobs_per_target(rows: Iterable[Any]) -> dict[str, tuple[JobFact, ...]]:
+    per_target: dict[str, list[JobFact]] = defaultdict(list)
+    for job in _facts(rows):
+        per_target[job.target_id].append(job)
+    return {t: tuple(sorted(js, key=lambda j: (j.created_at, j.attempt), reverse=True)) for t, js in per_target.items()}
+
+
+def _resources(session: Session, resource_ids: Sequence[str]) -> dict[str, Doc]:
+    """Resource documents from the per-revision cache; only changed resources are read whole."""
+    revisions: list[Any] = []
+    for chunk in _chunks(resource_ids):
+        revisions += session.execute(select(ResourceRow.id, ResourceRow.revision).where(
+            col(ResourceRow.id).in_(chunk))).all()
+    docs = {rid: cached(rid, revision) for rid, revision in revisions}
+    missing = [rid for rid, doc in docs.items() if doc is None]
+    for row in _rows_by_id(session, ResourceRow, missing):
+        docs[row.id] = cached_doc(row.id, row.revision, resource_doc(row))
+    return docs  # type: ignore[return-value]
 
 
 def _rows_by_id(session: Session, row_type: type[Any], ids: Sequence[str]) -> list[Any]:
@@ -147,30 +250,6 @@ def _rows_by_id(session: Session, row_type: type[Any], ids: Sequence[str]) -> li
 def _select_in(session: Session, row_type: type[Any], column: Any, values: Sequence[str]) -> Iterable[Any]:
     for chunk in _chunks(list(values)):
         yield from session.exec(select(row_type).where(col(column).in_(chunk)))
-
-
-def _jobs(
-    session: Session, focus: Sequence[str], siblings: Sequence[str], candidates: Sequence[str], neighbours: Sequence[str]
-) -> dict[str, tuple[JobFact, ...]]:
-    """Full history for focus targets; candidate-version jobs for siblings; successes for neighbours."""
-    found: dict[str, JobFact] = {}
-    for row in _select_in(session, JobRow, JobRow.release_target_id, focus):
-        found[row.id] = _job(row)
-    focus_set = set(focus)
-    others = [t for t in siblings if t not in focus_set]
-    for chunk in _chunks(others):
-        for candidate_chunk in _chunks(list(candidates)):
-            stmt = select(JobRow).where(col(JobRow.release_target_id).in_(chunk), col(JobRow.version_id).in_(candidate_chunk))
-            for row in session.exec(stmt):
-                found[row.id] = _job(row)
-    for chunk in _chunks(list(neighbours)):
-        stmt = select(JobRow).where(col(JobRow.release_target_id).in_(chunk), JobRow.status == JobStatus.SUCCESSFUL.value)
-        for row in session.exec(stmt):
-            found[row.id] = _job(row)
-    per_target: dict[str, list[JobFact]] = defaultdict(list)
-    for job in found.values():
-        per_target[job.target_id].append(job)
-    return {t: tuple(sorted(js, key=lambda j: (j.created_at, j.attempt), reverse=True)) for t, js in per_target.items()}
 
 
 def _upstream_versions(session: Session, jobs: dict[str, tuple[JobFact, ...]], known: dict[str, Doc]) -> dict[str, Doc]:

@@ -20,11 +20,10 @@ from controller.errors import Conflict, Invalid
 from controller.ids import new_id
 from controller.store import documents as docs
 from controller.store import triggers
+from controller.store.doc_cache import cached_doc, resource_doc_cached
 from controller.store.release_targets import (
     TargetDelta,
-    cached_doc,
     remove_targets,
-    resource_doc_cached,
     sync_deployment,
     sync_environment,
     sync_resources,
@@ -149,7 +148,7 @@ def update_resource(ctx: Context, row: ResourceRow, fields: Fields) -> ResourceR
         require_unique(ctx.session, ResourceRow, loc, ResourceRow.identifier == fields["identifier"], exclude_id=row.id)
     if _patch(ctx, row, fields, "resource", docs.resource_doc):
         sync_resources(ctx.session, [(row.id, resource_doc_cached(row))], ctx.now)
-        triggers.entity_changed(ctx.session, ReleaseTargetRow.resource_id, row.id)
+        triggers.resource_changed(ctx.session, row.id)
     return row
 
 
@@ -260,7 +259,7 @@ def update_environment(ctx: Context, row: EnvironmentRow, fields: Fields) -> Env
     if _patch(ctx, row, changes, "environment", docs.environment_doc):
         if row.resource_selector != old_selector:
             sync_environment(ctx.session, row, ctx.now)
-        triggers.entity_changed(ctx.session, ReleaseTargetRow.environment_id, row.id)
+        triggers.environment_changed(ctx.session, row)
     return row
 
 
@@ -313,7 +312,7 @@ def update_deployment(ctx: Context, row: DeploymentRow, fields: Fields) -> Deplo
     if _patch(ctx, row, changes, "deployment", docs.deployment_doc):
         if row.resource_selector != old_selector:
             sync_deployment(ctx.session, row, ctx.now)
-        triggers.entity_changed(ctx.session, ReleaseTargetRow.deployment_id, row.id)
+        triggers.deployment_changed(ctx.session, row.id)
     return row
 
 
@@ -372,6 +371,7 @@ def update_job_agent(ctx: Context, row: JobAgentRow, fields: Fields) -> JobAgent
 
 def delete_job_agent(ctx: Context, row: JobAgentRow) -> None:
     for dep in ctx.session.exec(select(DeploymentRow).where(DeploymentRow.job_agent_id == row.id)):
-        _patch(ctx, dep, {"job_agent_id": None}, "deployment", docs.deployment_doc)
+        if _patch(ctx, dep, {"job_agent_id": None}, "deployment", docs.deployment_doc):
+            triggers.deployment_changed(ctx.session, dep.id)
     _remove(ctx, row, "jobAgent", docs.job_agent_doc)
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlmodel import Session, col, select
 
 from controller.auth import Principal, Role
@@ -82,8 +82,22 @@ def claim(ctx: Context, job: JobRow, lease: timedelta) -> JobRow:
     return job
 
 
+def lock(session: Session, job: JobRow) -> None:
+    """Take the job's row lock (PostgreSQL) or the write lock (SQLite), then re-read it.
+
+    A status read before a concurrent writer committed (the loop marking the job lost, another
+    report) must not be acted on: the check and the write have to see the same row.
+    """
+    session.execute(
+        update(JobRow).where(col(JobRow.id) == job.id).values(updated_at=JobRow.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+
+
 def heartbeat(ctx: Context, job: JobRow, lease: timedelta) -> JobRow:
     check_access(job, ctx.actor)
+    lock(ctx.session, job)
     if JobStatus(job.status) not in (JobStatus.IN_PROGRESS, JobStatus.ACTION_REQUIRED):
         raise Conflict(("path", "id"), f"the job is {job.status}; only running jobs take heartbeats")
     job.lease_expires_at = ctx.now + lease
@@ -94,6 +108,7 @@ def heartbeat(ctx: Context, job: JobRow, lease: timedelta) -> JobRow:
 
 def report(ctx: Context, job: JobRow, fields: Mapping[str, Any], lease: timedelta) -> JobRow:
     check_access(job, ctx.actor)
+    lock(ctx.session, job)
     before = job_doc(job)
     status = fields.get("status")
     if status is not None and status != job.status:
@@ -121,17 +136,30 @@ def report(ctx: Context, job: JobRow, fields: Mapping[str, Any], lease: timedelt
 
 
 def expire_leases(session: Session, now: datetime) -> list[JobRow]:
-    """Running jobs whose agent went quiet become ``lost`` (and the retry rule takes it from there)."""
-    stale = list(session.exec(select(JobRow).where(
+    """Running jobs whose agent went quiet become ``lost`` (and the retry rule takes it from there).
+
+    Each update is conditional on the job still being stale: a report or heartbeat that committed
+    after the read wins (PostgreSQL re-checks the condition once the row lock is free).
+    """
+    stale_now = (
         col(JobRow.status).in_([JobStatus.IN_PROGRESS.value, JobStatus.ACTION_REQUIRED.value]),
         col(JobRow.lease_expires_at) < now,
-    )))
-    for job in stale:
-        job.status, job.completed_at, job.updated_at = JobStatus.LOST.value, now, now
-        job.message = (job.message + "; " if job.message else "") + "lease expired: no heartbeat"
-        session.add(job)
+    )
+    reason = "lease expired: no heartbeat"
+    lost = []
+    for job in list(session.exec(select(JobRow).where(*stale_now))):
+        expired = session.execute(
+            update(JobRow).where(col(JobRow.id) == job.id, *stale_now)
+            .values(status=JobStatus.LOST.value, completed_at=now, updated_at=now,
+                    message=case((col(JobRow.message) == "", reason), else_=col(JobRow.message) + "; " + reason))
+            .execution_options(synchronize_session=False)
+        )
+        if expired.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        session.refresh(job)
         triggers.job_changed(session, job)
-    return stale
+        lost.append(job)
+    return lost
 
 
 def context(session: Session, job: JobRow) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from controller.facts import ApprovalFact, ApprovalStatus
 from controller.policy import Policy
 from controller.rules import any_approval
 from controller.rules.verdict import Status
+from controller.store.doc_cache import resource_doc_cached
 from controller.store.documents import deployment_doc, environment_doc
 from controller.store.policies import load_policies
-from controller.store.release_targets import resource_doc_cached
 from controller.store.tables import (
     ApprovalRow,
     DeploymentRow,

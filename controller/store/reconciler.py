@@ -111,8 +111,17 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[ReleaseTarget
     )
     stmt = select(ReleaseTargetRow).where(due).order_by(col(ReleaseTargetRow.id)).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.exec(stmt))
+        return list(session.exec(stmt.with_for_update(skip_locked=True)))
+    claimed = list(session.exec(stmt))
+    if claimed:
+        # SQLite has no row locks: bump lock_seq (as gate calls and redeploys do) to take the write lock
+        # before the snapshot is read. Otherwise a gate call could commit a job between our read and our
+        # write (two active jobs on one target), and the driver would commit each job insert on its own
+        # (releasing the outermost SAVEPOINT is a COMMIT), breaking the one-transaction-per-batch rule.
+        ids = [t.id for t in claimed]
+        session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id).in_(ids))
+                        .values(lock_seq=ReleaseTargetRow.lock_seq + 1))
+    return claimed
 
 
 def next_wake_at(session: Session) -> datetime | None:

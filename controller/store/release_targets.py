@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, insert
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc, compile_expression
 from controller.ids import new_id
-from controller.store.documents import resource_doc
+from controller.store import triggers
+from controller.store.doc_cache import resource_doc_cached
 from controller.store.tables import DeploymentRow, EnvironmentRow, ReleaseTargetRow, ResourceRow
 from controller.targets import (
     RESOURCE_VARIABLES,
@@ -30,8 +30,6 @@ from controller.targets import (
 )
 
 CHUNK = 2000
-_DOC_CACHE_LIMIT = 200_000
-_doc_cache: dict[tuple[str, int], Doc] = {}
 
 
 @dataclass
@@ -43,21 +41,6 @@ class TargetDelta:
 def scope_of(row: EnvironmentRow | DeploymentRow) -> Scope:
     selector = compile_expression(row.resource_selector, RESOURCE_VARIABLES) if row.resource_selector else None
     return Scope(row.id, row.system_id, selector)
-
-
-def cached_doc(resource_id: str, revision: int, data: dict[str, Any]) -> Doc:
-    key = (resource_id, revision)
-    doc = _doc_cache.get(key)
-    if doc is None:
-        if len(_doc_cache) >= _DOC_CACHE_LIMIT:
-            _doc_cache.clear()
-        doc = _doc_cache[key] = Doc(data)
-    return doc
-
-
-def resource_doc_cached(row: ResourceRow) -> Doc:
-    doc = _doc_cache.get((row.id, row.revision))
-    return doc if doc is not None else cached_doc(row.id, row.revision, resource_doc(row))
 
 
 def _all_resources(session: Session) -> Iterator[tuple[str, Doc]]:
@@ -88,6 +71,9 @@ def _apply(session: Session, existing: dict[Triple, str], desired: set[Triple], 
     for start in range(0, len(fresh), CHUNK):
         session.execute(insert(ReleaseTargetRow), fresh[start : start + CHUNK])
     delta.added = [row["id"] for row in fresh]
+    changed = {triple for triple in existing if triple not in desired} | (desired - existing.keys())
+    if changed:
+        triggers.targets_changed(session, {d for (_, _, d) in changed})
     return delta
 
 

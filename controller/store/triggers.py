@@ -15,8 +15,8 @@ from sqlmodel import Session, col, select
 
 from controller.cel import Doc
 from controller.policy import compile_selector
+from controller.store.doc_cache import resource_doc_cached
 from controller.store.documents import deployment_doc, environment_doc
-from controller.store.release_targets import resource_doc_cached
 from controller.store.tables import (
     DeploymentRow,
     DeploymentVersionRow,
@@ -81,9 +81,32 @@ def override_changed(session: Session, version_id: str, environment_id: str | No
     mark(session, *conditions)
 
 
-def entity_changed(session: Session, column: Any, entity_id: str) -> None:
-    """A resource, environment or deployment changed: policy selectors over it may now differ."""
-    mark(session, column == entity_id)
+def resource_changed(session: Session, resource_id: str) -> None:
+    """Policy selectors and CEL rules over the resource may now differ for its targets."""
+    mark(session, ReleaseTargetRow.resource_id == resource_id)
+
+
+def environment_changed(session: Session, environment: EnvironmentRow) -> None:
+    """Its own targets (policy selectors read it) and every target of its system's deployments:
+    their ``environmentProgression`` selectors may now pick it, or no longer pick it."""
+    in_system = select(DeploymentRow.id).where(DeploymentRow.system_id == environment.system_id)
+    mark(session, or_(ReleaseTargetRow.environment_id == environment.id,
+                      col(ReleaseTargetRow.deployment_id).in_(in_system)))
+
+
+def deployment_changed(session: Session, deployment_id: str) -> None:
+    """Its own targets, and the other deployments' targets on the same resources: their
+    ``deploymentDependency`` rules read this deployment."""
+    resources = select(ReleaseTargetRow.resource_id).where(ReleaseTargetRow.deployment_id == deployment_id)
+    mark(session, or_(ReleaseTargetRow.deployment_id == deployment_id,
+                      col(ReleaseTargetRow.resource_id).in_(resources)))
+
+
+def targets_changed(session: Session, deployment_ids: Iterable[str]) -> None:
+    """Targets appeared or disappeared: their siblings' progression counts and rollout orders moved."""
+    ids = sorted(set(deployment_ids))
+    for start in range(0, len(ids), CHUNK):
+        mark(session, col(ReleaseTargetRow.deployment_id).in_(ids[start : start + CHUNK]))
 
 
 def policy_changed(session: Session, selectors: Sequence[str], enabled: Sequence[bool]) -> None:
