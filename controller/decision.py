@@ -328,6 +328,9 @@ def _outcome(
     statuses = [rv.verdict.status for rv in job_verdicts]
     if Status.DENIED in statuses:
         blocker = next(rv for rv in job_verdicts if rv.verdict.status is Status.DENIED)
+        if any(c.status is Status.PENDING for c in candidates):  # the scan stops at desired: these are newer
+            why = f"{desired.tag} may not deploy ({blocker.verdict.reason}); a newer version is waiting"
+            return Outcome.WAIT, "AwaitingGates", why
         return Outcome.NO_GO, blocker.verdict.reason, blocker.verdict.message
     if Status.PENDING in statuses:
         blocker = next(rv for rv in job_verdicts if rv.verdict.status is Status.PENDING)
@@ -359,10 +362,10 @@ def _eligible_at(
             # for, even a rollout whose start awaits a soak and so carries no nextCheckAt itself.
             return at, ()
         waiting = waiting or _waiting_for(later)
-        if _held_by_event(later):
-            return None, waiting
         if later.outcome is Outcome.NO_GO:
             return None, waiting or (f"{later.reason}: {later.message}",)
+        if _held_by_event(later):
+            return None, waiting
         if later.next_evaluation_at is None or later.next_evaluation_at <= at:
             return None, waiting
         at = later.next_evaluation_at
@@ -381,14 +384,18 @@ def _held_by_event(decision: Decision) -> bool:
     """
     if decision.desired is not None:
         return any(_event_blocker(rv) for rv in decision.job_verdicts)
-    pending = [c for c in decision.candidates if c.status is Status.PENDING]
-    return bool(pending) and all(any(_event_blocker(rv) for rv in c.verdicts) for c in pending)
+    # Denied candidates count too: a veto that a later-stamped approval replaces (a decision asked
+    # about the past) carries a nextCheckAt, and that candidate may pass by time alone.
+    return bool(decision.candidates) and all(
+        any(_event_blocker(rv, denied=True) for rv in c.verdicts) for c in decision.candidates
+    )
 
 
-def _event_blocker(rv: RuleVerdict) -> bool:
+def _event_blocker(rv: RuleVerdict, *, denied: bool = False) -> bool:
+    held = (Status.PENDING, Status.DENIED) if denied else (Status.PENDING,)
     return (
         rv.blocking
-        and rv.verdict.status is Status.PENDING
+        and rv.verdict.status in held
         and rv.verdict.next_check_at is None
         and not (rv.rule_type == "gradualRollout" and rv.verdict.reason == "AwaitingGates")
     )

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from controller.cel import CelSyntaxError, compile_expression
+from controller.cel.engine import nesting
 from controller.targets import RESOURCE_VARIABLES
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whitespace=True)]
@@ -50,35 +51,12 @@ def _utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
-def _nesting(source: str) -> int:
-    """How deep brackets nest outside string literals: one linear pass, no parsing."""
-    depth = deepest = 0
-    index = 0
-    while index < len(source):
-        char = source[index]
-        if char in "'\"":
-            quote = source[index : index + 3] if source[index : index + 3] in ("'''", '"""') else char
-            index += len(quote)
-            while index < len(source) and not source.startswith(quote, index):
-                index += 2 if source[index] == "\\" else 1
-            index += len(quote)
-            continue
-        if char in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in ")]}":
-            depth -= 1
-        index += 1
-    return deepest
-
-
 def _compiles_within_limits(source: str) -> str:
-    """Guards ``controller.cel``, which compiles in time quadratic in bracket nesting (300 levels:
-    seconds, under the lock every evaluation takes) and lets Python's recursion and compiler limits
-    escape as RecursionError/SyntaxError (about 140 nested brackets, or 200 ``+`` in a row) instead
-    of CelSyntaxError. Ordinary syntax errors are left to the store, which reports line and column;
-    the compiled program is cached, so the store's own compile costs nothing."""
-    if _nesting(source) > MAX_DEPTH:
+    """Names an expression that is too complex with its own error type (``cel_too_complex``), before
+    the store compiles it (``controller.cel`` refuses it too, as a plain syntax error). Ordinary
+    syntax errors are left to the store, which reports line and column; the compiled program is
+    cached, so the store's own compile costs nothing."""
+    if nesting(source) > MAX_DEPTH:
         message = "expression nests brackets deeper than {max} levels"
         raise PydanticCustomError("cel_too_complex", message, {"max": MAX_DEPTH})
     if source.strip():

@@ -12,7 +12,7 @@ memo is cleared when it reaches its limit). Memo hits do not take celpy's lock.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Final
 
 from controller.cel.engine import Compiled, run
@@ -22,13 +22,34 @@ from controller.cel.values import ABSENT, Doc, walk
 _MEMO_LIMIT: Final = 100_000
 
 
+class Projection:
+    """The values an activation holds at some static paths, frozen into one hashable key.
+
+    Equal keys mean every expression reading only these paths sees equal inputs, so it has equal
+    outcomes: callers may key their own caches on it (say, the policies matching a target).
+    """
+
+    def __init__(self, paths: Iterable[tuple[str, ...]]) -> None:
+        self._paths = tuple((path[0], path[1:]) for path in sorted(set(paths)))
+
+    def key(self, activation: Mapping[str, Doc]) -> Hashable:
+        key: list[Hashable] = []
+        for root, tail in self._paths:
+            doc = activation.get(root)
+            if doc is None:
+                key.append(ABSENT)
+            else:
+                key.append(walk(doc.data, tail) if tail else doc.frozen)
+        return tuple(key)
+
+
 class Memoised:
     """``compiled``, evaluated through a projection memo (or directly, when ``memo`` is False)."""
 
     def __init__(self, compiled: Compiled, *, memo: bool = True) -> None:
         self.compiled = compiled
         self.variables = frozenset(path[0] for path in compiled.paths)
-        self._projection = tuple((path[0], path[1:]) for path in compiled.paths)
+        self.key = Projection(compiled.paths).key
         self.evaluations = 0  # celpy runs, i.e. memo misses
         self._memo: dict[Hashable, Outcome] | None = {} if memo else None
 
@@ -39,16 +60,6 @@ class Memoised:
         outcome = self._memo.get(key)
         return self.run(activation, key) if outcome is None else outcome
 
-    def key(self, activation: Mapping[str, Doc]) -> Hashable:
-        key: list[Hashable] = []
-        for root, tail in self._projection:
-            doc = activation.get(root)
-            if doc is None:
-                key.append(ABSENT)
-            else:
-                key.append(walk(doc.data, tail) if tail else doc.frozen)
-        return tuple(key)
-
     def cached(self, key: Hashable) -> Outcome | None:
         return None if self._memo is None else self._memo.get(key)
 
@@ -57,9 +68,13 @@ class Memoised:
         context = {name: activation[name].cel for name in self.variables if name in activation}
         self.evaluations += 1
         outcome = run(self.compiled.runner, context)
+        self.remember(key, outcome)
+        return outcome
+
+    def remember(self, key: Hashable, outcome: Outcome) -> None:
+        """Store ``outcome``, which celpy gives for ``key`` (whoever worked it out)."""
         memo = self._memo
         if memo is not None:
             if len(memo) >= _MEMO_LIMIT:
                 memo.clear()
             memo[key] = outcome
-        return outcome

@@ -89,7 +89,9 @@ class Outcome:
     value: Any
     error: str | None
     match: Match
-    truth: bool | None  # the value as a CEL bool; None for any other value or an error
+    # The value as celpy's && and || see it: True/False for a CEL BoolType, None for anything else.
+    # celpy's has() returns a Python bool, which they treat as a non-bool (a match all the same).
+    truth: bool | None
     escaped: bool = False  # the failure aborted the whole evaluation, not just this value
 
     @classmethod
@@ -99,6 +101,8 @@ class Outcome:
         if error is not None:
             return cls.failed(error)
         if isinstance(value, (bool, celtypes.BoolType)):
+            # A Python bool can only come from ``has()``, which engine.py makes a CEL bool inside
+            # expressions; standing alone as a chain operand it is the same truth value.
             return cls(value, None, Match(bool(value)), bool(value))
         return cls(value, None, Match(False, f"expression returned {type_name(value)}, not bool"), None)
 

@@ -1,4 +1,4 @@
-"""controller.cel: compilation errors, evaluation semantics, SemVer, and the projection memo."""
+"""controller.cel: compilation errors, evaluation semantics, SemVer, the projection memo, and &&/|| chains."""
 
 from __future__ import annotations
 
@@ -357,10 +357,11 @@ def test_an_equal_projection_does_not_run_celpy_again() -> None:
     first = {"kind": "vm", "name": "a", "metadata": {"region": "eu", "team": "x"}}
     same_projection = {"kind": "vm", "name": "b", "metadata": {"region": "eu", "team": "y"}, "extra": 1}
     assert program.match(on(first)) == Match(True)
+    assert program.evaluations == 2  # one run per operand of the &&: each is memoised on its own
     assert program.match(on(same_projection)) == Match(True)
-    assert program.evaluations == 1
-    assert program.match(on({**first, "kind": "lambda"})) == Match(False)
     assert program.evaluations == 2
+    assert program.match(on({**first, "kind": "lambda"})) == Match(False)
+    assert program.evaluations == 3
 
 
 def test_errors_are_memoised_too() -> None:
@@ -413,6 +414,85 @@ def test_projections_that_celpy_can_tell_apart_are_not_shared(
     assert outcome(direct, on(one)) != outcome(direct, on(other))
 
 
+# --- && and || chains, operand by operand ------------------------------------------------------
+
+MISSING_OWNER = "no such member in mapping: 'owner'"
+NOT_A_MAP = "no such field: cannot select a field of a string value"
+RETURNED_INT = "expression returned int, not bool"
+NO_STARTSWITH = "AttributeError: 'IntType' object has no attribute 'startswith'"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("resource.kind == 'vm' && resource.metadata.owner == 'x'", Match(False)),  # false && error
+        ("resource.metadata.owner == 'x' && resource.kind == 'vm'", Match(False)),  # error && false
+        ("resource.kind == 'kubernetes-cluster' && resource.metadata.owner == 'x'", Match(False, MISSING_OWNER)),
+        ("resource.metadata.owner == 'x' && resource.kind == 'kubernetes-cluster'", Match(False, MISSING_OWNER)),
+        ("resource.kind == 'kubernetes-cluster' || resource.metadata.owner == 'x'", Match(True)),  # true || error
+        ("resource.metadata.owner == 'x' || resource.kind == 'kubernetes-cluster'", Match(True)),
+        ("resource.metadata.owner == 'x' || resource.kind == 'vm'", Match(False, MISSING_OWNER)),  # error || false
+        ("resource.kind == 'vm' || resource.metadata.owner == 'x'", Match(False, MISSING_OWNER)),
+        ("resource.metadata.owner == 'x' && resource.metadata.team == 'y'", Match(False, "no such overload")),
+        # a non-bool operand: passed through by a true one, an error against another non-bool
+        ("resource.kind == 'kubernetes-cluster' && resource.config.replicas", Match(False, RETURNED_INT)),
+        ("resource.config.replicas || resource.kind == 'vm'", Match(False, RETURNED_INT)),
+        ("resource.config.replicas && resource.metadata.region", Match(False, "no such overload")),
+        ("resource.config.replicas && resource.kind == 'vm'", Match(False)),
+        ("resource.kind == 'kubernetes-cluster' && resource.metadata.region == 'eu-west-1' && true", Match(True)),
+        ("(resource.kind == 'vm' || true) && resource.config.zones.size() == 2 && has(resource.kind)", Match(True)),
+        # has() is a CEL bool here (celpy 0.5 alone gives a Python bool that && and ! reject):
+        ("has(resource.metadata.owner) && resource.metadata.owner == 'x'", Match(False)),  # false && error
+        ("resource.kind == 'kubernetes-cluster' && !has(resource.metadata.canary)", Match(True)),
+        ("!has(resource.metadata.canary) ? true : false", Match(True)),
+        # selecting a field of a non-map aborts celpy's whole evaluation, whatever the other operands
+        ("resource.kind == 'vm' && resource.kind.owner == 'x'", Match(False, NOT_A_MAP)),
+        ("resource.kind == 'kubernetes-cluster' || resource.kind.owner == 'x'", Match(False, NOT_A_MAP)),
+        ("resource.kind == 'vm' && resource.metadata.tier.startsWith('c') && resource.config.x.y", Match(False)),
+        ("resource.kind == 'vm' && resource.config.replicas.startsWith('3')", Match(False, NO_STARTSWITH)),
+    ],
+)
+def test_chains_decide_exactly_as_celpy_does(source: str, expected: Match) -> None:
+    memoised, direct = Program(source, RESOURCE), Program(source, RESOURCE, memo=False)
+    assert direct.match(on(CLUSTER)) == expected
+    for _ in range(2):  # cold memos, then warm ones
+        assert memoised.match(on(CLUSTER)) == expected
+        assert outcome(memoised, on(CLUSTER)) == outcome(direct, on(CLUSTER))
+
+
+def test_evaluate_raises_when_a_chain_is_an_error() -> None:
+    program = compile_expression("resource.kind == 'kubernetes-cluster' && resource.metadata.owner", RESOURCE)
+    with pytest.raises(CelEvaluationError, match="no such member in mapping: 'owner'"):
+        program.evaluate(on(CLUSTER))
+    assert compile_expression("true && resource.config.replicas", RESOURCE).evaluate(on(CLUSTER)) == 3
+
+
+def test_a_cheap_false_operand_decides_without_running_celpy() -> None:
+    source = "resource.metadata.tier == 'prod' && !has(resource.metadata.canary) && resource.name.startsWith('k8s-')"
+    program, direct = Program(source, RESOURCE), Program(source, RESOURCE, memo=False)
+
+    def agrees(resource: dict[str, Any]) -> bool:
+        return program.match(on(resource)) == direct.match(on(resource))
+
+    assert agrees({"name": "k8s-0", "metadata": {"tier": "prod"}})
+    assert agrees({"name": "k8s-1", "metadata": {"tier": "dev"}})
+    warm = program.evaluations
+    for i in range(2, 100):  # unique names: a whole-expression memo would miss every time
+        assert program.match(on({"name": f"k8s-{i}", "metadata": {"tier": "dev"}})) == Match(False)
+    assert program.evaluations == warm
+    assert agrees({"name": "vm-1", "metadata": {"tier": "prod"}})
+    assert program.evaluations == warm + 1  # tier and canary hit; only the name operand runs
+
+
+def test_an_operand_that_might_abort_is_evaluated() -> None:
+    # A cheap false operand decides only if the others are proven not to abort celpy's evaluation.
+    program = Program("resource.metadata.tier == 'prod' && resource.name.startsWith('k8s-')", RESOURCE)
+    assert program.match(on({"name": "k8s-0", "metadata": {"tier": "dev"}})) == Match(False)
+    runs = program.evaluations
+    assert program.match(on({"name": 7, "metadata": {"tier": "dev"}})) == Match(False, NO_STARTSWITH)
+    assert program.evaluations == runs + 1
+
+
 MEMO_EXPRESSIONS = [
     "resource.kind == 'cluster'",
     "resource.metadata.region == 'eu'",
@@ -439,6 +519,26 @@ MEMO_EXPRESSIONS = [
     "resource == environment",
     "type(resource.metadata.tier) == int",
     "string(resource.config.replicas) == '1'",
+    # top-level chains, split into memoised operands: erroring, false, true, non-bool, aborting
+    "resource.kind == 'cluster' && resource.metadata.region == 'eu' && resource.name.startsWith('prod')",
+    "resource.metadata.tier == 'prod' && !has(resource.metadata.canary) && resource.name.startsWith('prod-')",
+    "resource.kind == 'vm' || resource.metadata.region == 'eu' || resource.name.endsWith('-1')",
+    "resource.config.replicas && resource.kind == 'vm'",
+    "resource.kind == 'vm' && resource.config.replicas && resource.metadata",
+    "resource.metadata.region || resource.kind == 'cluster' || 1 / 0 == 0",
+    "1 / 0 == 0 && resource.kind != 'vm'",
+    "resource.kind == 'vm' || resource.metadata.tier.startsWith('p')",
+    "has(resource.metadata.tier) || resource.metadata.region == 'eu' || resource.config.zones == 1",
+    "has(resource.metadata.tier) && resource.metadata.tier == 'prod'",
+    "resource.metadata.exists(k, k == 'tier') && resource.name.contains('prod') && resource.kind in ['vm']",
+    "(resource.kind == 'vm' || resource.kind == 'cluster') && resource.metadata['region'] != 'us' && true",
+    "environment.name == 'prod' && resource.metadata.region == environment.metadata.tier || resource.name == 'x'",
+    "semver(resource.name).compare('1.0.0') > 0 || resource.kind == 'vm' || false",
+    "true && resource.metadata.team == 'x' && resource.config.replicas > 1",
+    "resource.metadata.region.size() > 1 || resource.config.replicas.startsWith('1') || resource.kind == 'lambda'",
+    "false || resource.metadata || resource.kind == 'vm'",
+    "resource.name.startsWith('prod') && resource.metadata.region.startsWith('e') && resource.metadata.x.y == 1",
+    "resource.kind == 'region' && resource.metadata[resource.kind].tier == 'eu' && resource.config.zones.x",
 ]
 
 SCALARS = st.one_of(
@@ -458,7 +558,7 @@ RESOURCES = st.fixed_dictionaries(
     {},
     optional={
         "kind": st.sampled_from(["cluster", "vm", "lambda", "region"]),
-        "name": st.sampled_from(["prod-1", "dev-1", "prod-2"]),
+        "name": st.one_of(st.sampled_from(["prod-1", "dev-1", "prod-2", "1.2.3"]), SCALARS),
         "metadata": METADATA,
         "config": st.dictionaries(st.sampled_from(["replicas", "zones"]), SCALARS, max_size=2),
     },
