@@ -5,7 +5,7 @@ types from the annotations of the functions this module builds.
 """
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Query, Response
 from pydantic import AfterValidator
@@ -14,6 +14,7 @@ from sqlalchemy import Select
 from sqlmodel import Session
 
 from api.deps import Reader, SessionDep, WriteCtx
+from api.schemas.base import Patch
 from controller.errors import Invalid, NotFound
 from controller.store.inventory import Context
 from controller.store.repo import DEFAULT_LIMIT, MAX_LIMIT, get_row, page
@@ -59,7 +60,7 @@ def entity_routes(
     row_type: type[Any],
     doc: Doc,
     public: type[Any],
-    update_model: type[Any],
+    update_model: type[Patch],
     update: Callable[[Context, Any, dict[str, Any]], Any],
     delete: Callable[[Context, Any], None] | None,
     name_field: str | None = None,
@@ -78,7 +79,7 @@ def entity_routes(
     @router.patch("/{key}", response_model=public, summary=f"Update a {entity}", operation_id=f"update{label}")
     def patch_one(key: str, body: update_model, ctx: WriteCtx) -> Any:  # type: ignore[valid-type]
         row = load(ctx.session, key)
-        update(ctx, row, body.changes())
+        update(ctx, row, cast(Patch, body).changes())
         ctx.session.commit()
         return doc(row)
 

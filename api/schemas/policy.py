@@ -10,7 +10,9 @@ from pydantic import AwareDatetime, Field
 from api.schemas.base import Body, Metadata, Name, Patch, Public, Schema, Selector, Text
 
 Priority = Field(default=0, ge=-1_000_000, le=1_000_000)
-Rules = Field(default_factory=list, max_length=100, description="Rule objects, each holding one rule-type key")
+Rules: list[dict[str, Any]] = Field(
+    default_factory=list, max_length=100, description="Rule objects, each holding one rule-type key"
+)
 
 
 class PolicyCreate(Body):

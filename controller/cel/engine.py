@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import celpy
 import lark
@@ -132,7 +132,7 @@ def build_part(source: str, node: Node, allowed: frozenset[str]) -> Compiled:
         return _program(source, copy.deepcopy(node), allowed)
 
 
-def _is_has(node: Any) -> bool:
+def _is_has(node: Any) -> TypeGuard[Node]:
     """A ``primary`` node that is a ``has(...)`` macro call."""
     if not (isinstance(node, lark.Tree) and node.data == "primary" and node.children):
         return False
@@ -153,7 +153,7 @@ def _boolean_has(tree: Node) -> Node:
 
     def wrapped(call: Node) -> Node:
         wrapper = copy.deepcopy(template)
-        outer: Node = next(n for n in wrapper.iter_subtrees_topdown() if n.data == "primary")
+        outer: Node = next(n for n in wrapper.iter_subtrees_topdown() if n.data == "primary")  # type: ignore[no-untyped-call]
         inner = next(n for n in outer.iter_subtrees() if _is_has(n))
         inner.children = call.children
         return outer

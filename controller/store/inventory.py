@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from controller.auth import Principal
 from controller.cel import CelSyntaxError, Doc, compile_expression
@@ -41,6 +41,7 @@ from controller.store.tables import (
 from controller.targets import RESOURCE_VARIABLES
 
 Fields = Mapping[str, Any]
+RowT = TypeVar("RowT", bound=SQLModel)
 # API field names that differ from row attributes (``metadata`` is reserved by SQLModel).
 ATTRIBUTE = {"metadata": "meta"}
 
@@ -82,7 +83,7 @@ def _remove(ctx: Context, row: Any, entity: str, doc: Callable[[Any], dict[str, 
     ctx.session.flush()
 
 
-def new_row(row_type: type[Any], ctx: Context, fields: Fields, **extra: Any) -> Any:
+def new_row(row_type: type[RowT], ctx: Context, fields: Fields, **extra: Any) -> RowT:
     row = row_type(id=new_id(), created_at=ctx.now, updated_at=ctx.now, **extra)
     _assign(row, fields)
     return row

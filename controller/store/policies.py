@@ -56,7 +56,7 @@ def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
 def create_policy(ctx: Context, fields: Fields) -> PolicyRow:
     values = _validated({"selector": "true", "rules": [], **fields})
     require_unique(ctx.session, PolicyRow, ("body", "name"), PolicyRow.name == values["name"])
-    row = PolicyRow(id=new_id(), created_at=ctx.now, updated_at=ctx.now, revision=1)
+    row = PolicyRow(id=new_id(), name=values["name"], created_at=ctx.now, updated_at=ctx.now, revision=1)
     for name, value in values.items():
         setattr(row, ATTRIBUTE.get(name, name), value)
     ctx.session.add(row)

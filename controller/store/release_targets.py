@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import ColumnElement, delete, insert
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc, compile_expression
@@ -48,14 +49,14 @@ def _all_resources(session: Session) -> Iterator[tuple[str, Doc]]:
         yield row.id, resource_doc_cached(row)
 
 
-def _existing(session: Session, *condition: object) -> dict[Triple, str]:
+def _existing(session: Session, *condition: ColumnElement[bool] | bool) -> dict[Triple, str]:
     stmt = select(
         ReleaseTargetRow.id,
         ReleaseTargetRow.resource_id,
         ReleaseTargetRow.environment_id,
         ReleaseTargetRow.deployment_id,
     ).where(*condition)
-    return {(r, e, d): target_id for target_id, r, e, d in session.exec(stmt)}  # type: ignore[call-overload]
+    return {(r, e, d): target_id for target_id, r, e, d in session.exec(stmt)}
 
 
 def _apply(session: Session, existing: dict[Triple, str], desired: set[Triple], now: datetime) -> TargetDelta:
@@ -64,7 +65,7 @@ def _apply(session: Session, existing: dict[Triple, str], desired: set[Triple], 
     for start in range(0, len(stale), CHUNK):
         session.execute(delete(ReleaseTargetRow).where(col(ReleaseTargetRow.id).in_(stale[start : start + CHUNK])))
     delta.removed = stale
-    fresh = [
+    fresh: list[dict[str, Any]] = [
         {"id": new_id(), "resource_id": r, "environment_id": e, "deployment_id": d, "created_at": now}
         for (r, e, d) in sorted(desired - existing.keys())
     ]
@@ -109,7 +110,7 @@ def sync_deployment(session: Session, dep: DeploymentRow, now: datetime) -> Targ
     return _apply(session, _existing(session, ReleaseTargetRow.deployment_id == dep.id), desired, now)
 
 
-def remove_targets(session: Session, *condition: object) -> TargetDelta:
+def remove_targets(session: Session, *condition: ColumnElement[bool] | bool) -> TargetDelta:
     existing = _existing(session, *condition)
     return _apply(session, existing, set(), datetime.min) if existing else TargetDelta()
 

@@ -8,7 +8,7 @@ JSON columns are JSONB on PostgreSQL.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
@@ -21,7 +21,10 @@ def json_column(name: str, *, nullable: bool = False) -> Any:
     return Field(default=None, sa_column=Column(name, JSONType, nullable=nullable))
 
 
-def fk(target: str, *, nullable: bool = False, ondelete: str | None = None) -> Any:
+def fk(
+    target: str, *, nullable: bool = False, ondelete: Literal["CASCADE", "SET NULL", "RESTRICT"] | None = None
+) -> Any:
+    # SQLModel's stubs omit None for ondelete, though it treats None exactly as "not given".
     return Field(
         default=None,
         foreign_key=target,

@@ -63,8 +63,8 @@ def job_changed(session: Session, job: JobRow) -> None:
     mark(
         session,
         or_(
-            ReleaseTargetRow.deployment_id == target.deployment_id,
-            ReleaseTargetRow.resource_id == target.resource_id,
+            col(ReleaseTargetRow.deployment_id) == target.deployment_id,
+            col(ReleaseTargetRow.resource_id) == target.resource_id,
         ),
     )
 
@@ -90,7 +90,7 @@ def environment_changed(session: Session, environment: EnvironmentRow) -> None:
     """Its own targets (policy selectors read it) and every target of its system's deployments:
     their ``environmentProgression`` selectors may now pick it, or no longer pick it."""
     in_system = select(DeploymentRow.id).where(DeploymentRow.system_id == environment.system_id)
-    mark(session, or_(ReleaseTargetRow.environment_id == environment.id,
+    mark(session, or_(col(ReleaseTargetRow.environment_id) == environment.id,
                       col(ReleaseTargetRow.deployment_id).in_(in_system)))
 
 
@@ -98,7 +98,7 @@ def deployment_changed(session: Session, deployment_id: str) -> None:
     """Its own targets, and the other deployments' targets on the same resources: their
     ``deploymentDependency`` rules read this deployment."""
     resources = select(ReleaseTargetRow.resource_id).where(ReleaseTargetRow.deployment_id == deployment_id)
-    mark(session, or_(ReleaseTargetRow.deployment_id == deployment_id,
+    mark(session, or_(col(ReleaseTargetRow.deployment_id) == deployment_id,
                       col(ReleaseTargetRow.resource_id).in_(resources)))
 
 
