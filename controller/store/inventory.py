@@ -212,7 +212,7 @@ def _resources_by_identifier(session: Session, identifiers: list[str]) -> dict[s
 
 
 def delete_resource(ctx: Context, row: ResourceRow) -> None:
-    remove_targets(ctx.session, ReleaseTargetRow.resource_id == row.id)
+    remove_targets(ctx.session, ctx.now, ReleaseTargetRow.resource_id == row.id)
     _remove(ctx, row, "resource", docs.resource_doc)
 
 
@@ -265,7 +265,7 @@ def update_environment(ctx: Context, row: EnvironmentRow, fields: Fields) -> Env
 
 
 def delete_environment(ctx: Context, row: EnvironmentRow) -> None:
-    remove_targets(ctx.session, ReleaseTargetRow.environment_id == row.id)
+    remove_targets(ctx.session, ctx.now, ReleaseTargetRow.environment_id == row.id)
     _remove(ctx, row, "environment", docs.environment_doc)
 
 
@@ -318,7 +318,7 @@ def update_deployment(ctx: Context, row: DeploymentRow, fields: Fields) -> Deplo
 
 
 def delete_deployment(ctx: Context, row: DeploymentRow) -> None:
-    remove_targets(ctx.session, ReleaseTargetRow.deployment_id == row.id)
+    remove_targets(ctx.session, ctx.now, ReleaseTargetRow.deployment_id == row.id)
     for version in ctx.session.exec(select(DeploymentVersionRow).where(DeploymentVersionRow.deployment_id == row.id)):
         ctx.session.delete(version)
     _remove(ctx, row, "deployment", docs.deployment_doc)

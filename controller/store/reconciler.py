@@ -53,6 +53,7 @@ class Reconciler:
         result = PassResult()
         with self.store.transaction() as session:
             result.leases_expired = len(expire_leases(session, now))
+            triggers.expand(session)
             if self._last_sweep_at is None or now - self._last_sweep_at >= self.sweep_interval:
                 triggers.mark(session)  # the safety net: everything gets looked at again
                 self._last_sweep_at = now

@@ -74,7 +74,7 @@ def _apply(session: Session, existing: dict[Triple, str], desired: set[Triple], 
     delta.added = [row["id"] for row in fresh]
     changed = {triple for triple in existing if triple not in desired} | (desired - existing.keys())
     if changed:
-        triggers.targets_changed(session, {d for (_, _, d) in changed})
+        triggers.targets_changed(session, {d for (_, _, d) in changed}, now)
     return delta
 
 
@@ -110,7 +110,7 @@ def sync_deployment(session: Session, dep: DeploymentRow, now: datetime) -> Targ
     return _apply(session, _existing(session, ReleaseTargetRow.deployment_id == dep.id), desired, now)
 
 
-def remove_targets(session: Session, *condition: ColumnElement[bool] | bool) -> TargetDelta:
+def remove_targets(session: Session, now: datetime, *condition: ColumnElement[bool] | bool) -> TargetDelta:
     existing = _existing(session, *condition)
-    return _apply(session, existing, set(), datetime.min) if existing else TargetDelta()
+    return _apply(session, existing, set(), now) if existing else TargetDelta()
 

@@ -153,6 +153,20 @@ class ReleaseTargetRow(SQLModel, table=True):
     requested_at: datetime | None = None
 
 
+class DeploymentTriggerRow(SQLModel, table=True):
+    """A deferred trigger: every target of the deployment is to be marked dirty by the next pass.
+
+    Written when a deployment's target set changes (its progression counts and rollout orders move),
+    in the writer's transaction, so the write itself stays cheap however many targets it fans out to.
+    Rows are deleted by id once expanded; a later trigger for the same deployment is a new row.
+    """
+
+    __tablename__ = "deployment_trigger"
+    id: str = Field(primary_key=True, max_length=36)
+    deployment_id: str = Field(max_length=36, index=True)
+    created_at: datetime
+
+
 class DecisionRow(SQLModel, table=True):
     """The decision log: appended whenever a target's outcome, desired version or reasons change."""
 

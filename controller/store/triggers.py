@@ -8,17 +8,20 @@ a pass leaves the target still dirty for the next one. Nothing is ever deleted t
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import delete, insert, or_, update
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
+from controller.ids import new_id
 from controller.policy import compile_selector
 from controller.store.doc_cache import resource_doc_cached
 from controller.store.documents import deployment_doc, environment_doc
 from controller.store.tables import (
     DeploymentRow,
+    DeploymentTriggerRow,
     DeploymentVersionRow,
     EnvironmentRow,
     JobRow,
@@ -102,11 +105,24 @@ def deployment_changed(session: Session, deployment_id: str) -> None:
                       col(ReleaseTargetRow.resource_id).in_(resources)))
 
 
-def targets_changed(session: Session, deployment_ids: Iterable[str]) -> None:
-    """Targets appeared or disappeared: their siblings' progression counts and rollout orders moved."""
-    ids = sorted(set(deployment_ids))
+def targets_changed(session: Session, deployment_ids: Iterable[str], now: datetime) -> None:
+    """Targets appeared or disappeared: their siblings' progression counts and rollout orders moved.
+    Deferred: a row per deployment now, fanned out to its targets by the next pass (``expand``)."""
+    rows = [{"id": new_id(), "deployment_id": d, "created_at": now} for d in sorted(set(deployment_ids))]
+    if rows:
+        session.execute(insert(DeploymentTriggerRow), rows)
+
+
+def expand(session: Session) -> int:
+    """Turn deferred deployment triggers into target marks; returns how many triggers it expanded."""
+    pending = list(session.exec(select(DeploymentTriggerRow.id, DeploymentTriggerRow.deployment_id)))
+    if not pending:
+        return 0
+    mark(session, col(ReleaseTargetRow.deployment_id).in_(sorted({d for _, d in pending})))
+    ids = [i for i, _ in pending]
     for start in range(0, len(ids), CHUNK):
-        mark(session, col(ReleaseTargetRow.deployment_id).in_(ids[start : start + CHUNK]))
+        session.execute(delete(DeploymentTriggerRow).where(col(DeploymentTriggerRow.id).in_(ids[start : start + CHUNK])))
+    return len(pending)
 
 
 def policy_changed(session: Session, selectors: Sequence[str], enabled: Sequence[bool]) -> None:
