@@ -22,8 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from controller.cel import Projection
 from controller.engine import Engine, Subject
 from controller.facts import ACTIVE_JOB_STATUSES, TargetFact, VersionFact, VersionStatus
 from controller.policy import AppliedRule, Enforcement, Merged, Policy, merge
@@ -48,6 +51,14 @@ class RuleVerdict:
     enforcement: Enforcement = Enforcement.BLOCK
     policy: Policy | None = None
     rule_id: str | None = None
+    # What the decision id reads of this verdict, as JSON: encoded once, read by every decision
+    # that shares the verdict.
+    fingerprint: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        revision = self.policy.revision if self.policy else None
+        fingerprint = _fingerprint_json(self.rule_id, revision, self.verdict.status.value, self.verdict.reason)
+        object.__setattr__(self, "fingerprint", fingerprint)
 
     @property
     def blocking(self) -> bool:
@@ -76,14 +87,12 @@ class Candidate:
     version: VersionFact
     verdicts: tuple[RuleVerdict, ...]
 
-    @property
-    def status(self) -> Status:
+    status: Status = field(init=False, compare=False)  # derived from the blocking verdicts
+
+    def __post_init__(self) -> None:
         blocking = [rv.verdict.status for rv in self.verdicts if rv.blocking]
-        if Status.DENIED in blocking:
-            return Status.DENIED
-        if Status.PENDING in blocking:
-            return Status.PENDING
-        return Status.ALLOWED
+        status = Status.DENIED if Status.DENIED in blocking else Status.PENDING if Status.PENDING in blocking else Status.ALLOWED
+        object.__setattr__(self, "status", status)
 
 
 @dataclass(frozen=True)
@@ -125,12 +134,14 @@ class Decision:
     def focus(self) -> Candidate | None:
         """The candidate the outcome is about: the desired one, else the first that may still pass.
 
-        Waiting with a desired version but no job checks means the target is up to date and a newer
-        version waits: the outcome is about that newer one (its blockers are what it waits for).
+        Waiting with a desired version that no job check holds back means it is the current one, or
+        its job is refused, and a newer version waits: the outcome is about that newer one (its
+        blockers are what it waits for).
         """
         desired = next((c for c in self.candidates if self.desired and c.version.id == self.desired.id), None)
         pending = next((c for c in self.candidates if c.status is Status.PENDING), None)
-        newer_waits = self.outcome is Outcome.WAIT and not self.job_verdicts and pending is not None
+        job_waits = any(rv.verdict.status is Status.PENDING for rv in self.job_verdicts)
+        newer_waits = self.outcome is Outcome.WAIT and not job_waits and pending is not None
         if desired is not None and not newer_waits:
             return desired
         return pending or desired or (self.candidates[0] if self.candidates else None)
@@ -140,25 +151,25 @@ def decide(snapshot: Snapshot, target_id: str, now: datetime, *, version_id: str
            engine: Engine | None = None, explain: bool = True) -> Decision:
     """``engine`` lets many targets of one snapshot share work; ``explain`` adds the ETA."""
     engine = engine if engine is not None and engine.now == now else Engine(snapshot, now)
+    if not explain:
+        return _decide(engine, target_id, version_id, identify=True)
     decision = _decide(engine, target_id, version_id)
-    if explain:
-        eligible_at, waiting_for = _eligible_at(engine, decision, version_id)
-        decision = replace(decision, eligible_at=eligible_at, waiting_for=waiting_for)
-    return replace(decision, decision_id=decision_id(decision))
+    eligible_at, waiting_for = _eligible_at(engine, decision, version_id)
+    return replace(decision, eligible_at=eligible_at, waiting_for=waiting_for, decision_id=decision_id(decision))
 
 
-def _decide(engine: Engine, target_id: str, version_id: str | None) -> Decision:
+def _decide(engine: Engine, target_id: str, version_id: str | None, *, identify: bool = False) -> Decision:
+    """``identify`` adds the decision id (the ETA walk's later decisions need none)."""
     snap, now = engine.snapshot, engine.now
     target = snap.targets[target_id]
-    policies = matched_policies(engine, target)
-    merged = merge(policies)
+    plan = _plan(engine, target)
     current_job = snap.current_job(target_id)
     current = snap.version(current_job.version_id, target.deployment_id) if current_job else None
     versions, refusal = _candidates(snap, target, current, version_id)
     candidates: list[Candidate] = []
     desired: VersionFact | None = None
     for version in versions:
-        candidate = _evaluate(engine, merged, Subject(target, version), current)
+        candidate = _evaluate(engine, plan, Subject(target, version), current)
         candidates.append(candidate)
         if candidate.status is Status.ALLOWED:
             desired = version
@@ -166,11 +177,12 @@ def _decide(engine: Engine, target_id: str, version_id: str | None) -> Decision:
     request = snap.requests.get(target_id)
     job_verdicts: tuple[RuleVerdict, ...] = ()
     if desired is not None and (request is not None or current is None or desired.id != current.id):
-        job_verdicts = _job_eligibility(snap, merged, target, desired, now, request)
+        job_verdicts = _job_eligibility(snap, plan.merged, target, desired, now, request)
     outcome, reason, message = _outcome(refusal, candidates, desired, None if request else current, job_verdicts)
     checks = [rv.verdict.next_check_at for c in candidates for rv in c.verdicts]
     checks += [rv.verdict.next_check_at for rv in job_verdicts]
     upcoming = [t for t in checks if t is not None and t > now]
+    examined = tuple(candidates)
     return Decision(
         target_id=target_id,
         evaluated_at=now,
@@ -179,12 +191,50 @@ def _decide(engine: Engine, target_id: str, version_id: str | None) -> Decision:
         message=message,
         desired=desired,
         current=current,
-        candidates=tuple(candidates),
+        candidates=examined,
         job_verdicts=job_verdicts,
-        policies=tuple(policies),
-        overridden=merged.overridden,
+        policies=plan.policies,
+        overridden=plan.merged.overridden,
         next_evaluation_at=min(upcoming, default=None),
+        decision_id=_identify(target_id, now, outcome, desired, examined, job_verdicts) if identify else "",
     )
+
+
+@dataclass(frozen=True, eq=False)  # by identity: it keys what engines share about its targets
+class _Plan:
+    """What the matched policies ask of every candidate of a target."""
+
+    policies: tuple[Policy, ...]
+    merged: Merged
+    gates: tuple[AppliedRule, ...]  # the version gates (job gates are checked before a job is created)
+    starts_rollout: tuple[bool, ...]  # per gate: its satisfiedAt may start a rollout (blocking, version-level)
+    windows: tuple[deployment_window.DeploymentWindowSpec, ...]  # blocking allow windows: they move a rollout start
+
+
+def _plan(engine: Engine, target: TargetFact) -> _Plan:
+    """Matched and merged once per distinct match, not per target.
+
+    Selectors read the environment, the deployment and some resource values; targets that agree
+    on all of them match the same policies (a few dozen plans over thousands of targets)."""
+    snap = engine.snapshot
+    projection: Projection = engine.fact(("policy-projection",), lambda: Projection(
+        path for policy in snap.policies for path in policy.selector.paths if path[0] == "resource"))
+    key = ("plan", target.environment_id, target.deployment_id,
+           projection.key({"resource": snap.resources[target.resource_id]}))
+    return engine.fact(key, lambda: _make_plan(tuple(matched_policies(engine, target))))  # type: ignore[no-any-return]
+
+
+def _make_plan(policies: tuple[Policy, ...]) -> _Plan:
+    merged = merge(policies)
+    windows = tuple(
+        a.rule.spec
+        for a in merged.gates
+        if a.rule.type == "deploymentWindow" and a.rule.enforcement is Enforcement.BLOCK
+        and isinstance(a.rule.spec, deployment_window.DeploymentWindowSpec) and a.rule.spec.allow_window
+    )
+    gates = tuple(a for a in merged.gates if not RULE_TYPES[a.rule.type].job_gate)
+    starts_rollout = tuple(a.rule.enforcement is Enforcement.BLOCK and RULE_TYPES[a.rule.type].version_level for a in gates)
+    return _Plan(policies, merged, gates, starts_rollout, windows)
 
 
 def matched_policies(engine: Engine, target: TargetFact) -> list[Policy]:
@@ -222,22 +272,45 @@ def _older(a: VersionFact, b: VersionFact) -> bool:
     return (a.created_at, a.id) < (b.created_at, b.id)
 
 
-def _evaluate(engine: Engine, merged: Merged, subject: Subject, current: VersionFact | None) -> Candidate:
-    verdicts = [_gate(engine, applied, subject) for applied in merged.gates if not RULE_TYPES[applied.rule.type].job_gate]
-    rollout = merged.singles.get("gradualRollout")
+def _evaluate(engine: Engine, plan: _Plan, subject: Subject, current: VersionFact | None) -> Candidate:
+    overrides = _overrides(engine, subject)
+    if overrides:  # they name targets: no verdict is shared
+        verdicts = [_applied_verdict(engine, a, subject, engine.evaluate(a, subject), overrides) for a in plan.gates]
+    else:
+        shared = engine.shared(("gates", plan, subject.version.id), lambda: _target_free(engine, plan, subject))
+        verdicts = [rv or _applied_verdict(engine, a, subject, engine.evaluate(a, subject), ())
+                    for rv, a in zip(shared, plan.gates, strict=True)]
+    rollout = plan.merged.singles.get("gradualRollout")
     if rollout is not None:
-        start_at = _rollout_start(engine, merged, verdicts, subject)
+        start_at = _rollout_start(engine, plan, verdicts, subject)
         verdict = engine.rollout(rollout, subject, start_at, current.id if current else None)
-        verdicts.append(_applied_verdict(engine, rollout, subject, verdict))
+        verdicts.append(_applied_verdict(engine, rollout, subject, verdict, overrides))
     return Candidate(subject.version, tuple(verdicts))
 
 
-def _gate(engine: Engine, applied: AppliedRule, subject: Subject) -> RuleVerdict:
-    return _applied_verdict(engine, applied, subject, engine.evaluate(applied, subject))
+def _overrides(engine: Engine, subject: Subject) -> tuple[OverrideFact, ...]:
+    """The overrides in force that may cover some gate of this (target, version)."""
+    target = subject.target
+    return tuple(
+        o for o in engine.overrides(subject.version.id)
+        if o.environment_id in (None, target.environment_id) and o.resource_id in (None, target.resource_id)
+    )
 
 
-def _applied_verdict(engine: Engine, applied: AppliedRule, subject: Subject, verdict: Verdict) -> RuleVerdict:
-    override = _override(engine, applied, subject)
+def _target_free(engine: Engine, plan: _Plan, subject: Subject) -> tuple[RuleVerdict | None, ...]:
+    """The verdicts of the plan's gates that every target of the environment shares (None: the
+    others), for a version without overrides."""
+    return tuple(
+        RuleVerdict(a.rule.type, engine.evaluate(a, subject), a.rule.enforcement, a.policy, a.rule.id)
+        if engine.target_free(a) else None
+        for a in plan.gates
+    )
+
+
+def _applied_verdict(
+    engine: Engine, applied: AppliedRule, subject: Subject, verdict: Verdict, overrides: Sequence[OverrideFact]
+) -> RuleVerdict:
+    override = _override(engine, applied, subject, overrides)
     if override is not None and verdict.status is not Status.ALLOWED:
         verdict = Verdict.allowed(
             "Overridden",
@@ -249,26 +322,28 @@ def _applied_verdict(engine: Engine, applied: AppliedRule, subject: Subject, ver
     return RuleVerdict(applied.rule.type, verdict, applied.rule.enforcement, applied.policy, applied.rule.id)
 
 
-def _override(engine: Engine, applied: AppliedRule, subject: Subject) -> OverrideFact | None:
-    for override in engine.snapshot.overrides:
+def _override(
+    engine: Engine, applied: AppliedRule, subject: Subject, overrides: Sequence[OverrideFact]
+) -> OverrideFact | None:
+    for override in overrides:
         if override.covers(subject.target, subject.version.id, applied.policy.id, applied.rule.type, engine.now):
             return override
     return None
 
 
-def _rollout_start(engine: Engine, merged: Merged, verdicts: Sequence[RuleVerdict], subject: Subject) -> datetime | None:
+def _rollout_start(engine: Engine, plan: _Plan, verdicts: Sequence[RuleVerdict], subject: Subject) -> datetime | None:
     """The latest satisfiedAt of the version-level gates, moved into an allow window if one applies."""
-    version_level = [rv for rv in verdicts if rv.blocking and RULE_TYPES[rv.rule_type].version_level]
+    version_level = [rv for rv, starts in zip(verdicts, plan.starts_rollout) if starts]
     if any(rv.verdict.status is not Status.ALLOWED for rv in version_level):
         return None
     satisfied = [rv.verdict.satisfied_at for rv in version_level if rv.verdict.satisfied_at is not None]
     start = max(satisfied, default=subject.version.created_at)
-    windows = [
-        a.rule.spec
-        for a in merged.gates
-        if a.rule.type == "deploymentWindow" and a.rule.enforcement is Enforcement.BLOCK
-        and isinstance(a.rule.spec, deployment_window.DeploymentWindowSpec) and a.rule.spec.allow_window
-    ]
+    if not plan.windows:
+        return start
+    return engine.fact(("rollout-start", plan, start), lambda: _into_windows(plan.windows, start))  # type: ignore[no-any-return]
+
+
+def _into_windows(windows: Sequence[deployment_window.DeploymentWindowSpec], start: datetime) -> datetime | None:
     for _ in range(MAX_ETA_STEPS):  # move until every allow window contains the start
         moved = [deployment_window.next_opening(w, start) for w in windows]
         if any(m is None for m in moved):
@@ -417,23 +492,36 @@ def _waiting_for(decision: Decision) -> tuple[str, ...]:
 
 def decision_id(decision: Decision) -> str:
     """Deterministic: the same facts at the same instant give the same id (replayable, like OPA's)."""
-    body = json.dumps(
-        {
-            "target": decision.target_id,
-            "at": decision.evaluated_at.isoformat(),
-            "outcome": decision.outcome.value,
-            "desired": decision.desired.id if decision.desired else None,
-            "verdicts": [[c.version.id, [_fingerprint(rv) for rv in c.verdicts]] for c in decision.candidates],
-            "job": [_fingerprint(rv) for rv in decision.job_verdicts],
-        },
-        sort_keys=True,
-        default=str,
+    return _identify(decision.target_id, decision.evaluated_at, decision.outcome, decision.desired,
+                     decision.candidates, decision.job_verdicts)
+
+
+def _identify(
+    target_id: str, at: datetime, outcome: Outcome, desired: VersionFact | None,
+    candidates: Sequence[Candidate], job_verdicts: Sequence[RuleVerdict],
+) -> str:
+    """The sha256 of ``json.dumps({"at", "desired", "job", "outcome", "target", "verdicts"},
+    sort_keys=True)``, written out piece by piece: the fingerprints of the verdicts, which repeat
+    across targets, are encoded once (``RuleVerdict.fingerprint``), the strings as ``json.dumps``
+    encodes them."""
+    verdicts = ", ".join([
+        f"[{encode_basestring_ascii(c.version.id)}, [{', '.join([rv.fingerprint for rv in c.verdicts])}]]"
+        for c in candidates
+    ])
+    body = (
+        f'{{"at": {encode_basestring_ascii(at.isoformat())}, '
+        f'"desired": {encode_basestring_ascii(desired.id) if desired else "null"}, '
+        f'"job": [{", ".join([rv.fingerprint for rv in job_verdicts])}], '
+        f'"outcome": {encode_basestring_ascii(outcome.value)}, '
+        f'"target": {encode_basestring_ascii(target_id)}, '
+        f'"verdicts": [{verdicts}]}}'
     )
     return str(uuid.UUID(bytes=hashlib.sha256(body.encode()).digest()[:16], version=5))
 
 
-def _fingerprint(rv: RuleVerdict) -> list[Any]:
-    return [rv.rule_id, rv.policy.revision if rv.policy else None, rv.verdict.status.value, rv.verdict.reason]
+@lru_cache(maxsize=4096)
+def _fingerprint_json(rule_id: str | None, revision: int | None, status: str, reason: str) -> str:
+    return json.dumps([rule_id, revision, status, reason])
 
 
 def policy_revisions(policies: Iterable[Policy]) -> dict[str, int]:

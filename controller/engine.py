@@ -2,21 +2,23 @@
 
 One ``Engine`` serves one snapshot at one instant and shares work between targets: verdicts that
 depend only on the (version, environment) — approvals, environment progression — or only on time —
-deployment windows — are computed once and reused for every target they apply to, and rollout
-orders are computed once per (version, environment). Evaluators stay pure; a bug in one fails
+deployment windows — are computed once and reused for every target they apply to; one dependency
+environment's progress is measured once for every environment that depends on it; rollout orders
+are computed once per (version, environment). Evaluators stay pure; a bug in one fails
 closed as a ``denied`` verdict instead of taking the pass down.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from controller.cel import Doc
-from controller.facts import TargetFact, VersionFact
+from controller.cel import Doc, compile_expression
+from controller.facts import JobFact, TargetFact, VersionFact
 from controller.policy import AppliedRule
 from controller.rules import (
     any_approval,
@@ -29,11 +31,14 @@ from controller.rules import (
     version_selector,
 )
 from controller.rules.deployment_dependency import UpstreamFact
-from controller.rules.environment_progression import DependencyEnvironment
+from controller.rules.environment_progression import DependencyEnvironment, EnvironmentProgressionSpec, Progress
 from controller.rules.verdict import Verdict
-from controller.snapshot import Snapshot
+from controller.snapshot import OverrideFact, Snapshot
 
 log = logging.getLogger(__name__)
+
+# Rule types whose verdict depends only on the (version, environment) or on time, never on the target.
+_TARGET_FREE = frozenset({"anyApproval", "environmentProgression", "deploymentWindow"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,17 @@ class Engine:
             self.facts[key] = compute()
         return self.facts[key]
 
+    def target_free(self, applied: AppliedRule) -> bool:
+        """Whether the rule's verdict is the same for every target of one (deployment, environment)
+        at one version and instant, so that one evaluation may serve them all. A CEL rule is, when
+        its expression reads nothing of the resource."""
+        spec = applied.rule.spec
+        if isinstance(spec, version_selector.VersionSelectorSpec):
+            return "resource" not in compile_expression(spec.selector, version_selector.VARIABLES).variables
+        if isinstance(spec, condition.ConditionSpec):
+            return "resource" not in compile_expression(spec.expression, condition.VARIABLES).variables
+        return applied.rule.type in _TARGET_FREE
+
     def evaluate(self, applied: AppliedRule, subject: Subject) -> Verdict:
         try:
             return self._dispatch(applied, subject)
@@ -97,7 +113,7 @@ class Engine:
                 return self.shared(
                     ("verdict", rule.id, applied.policy.id, *subject.scope),
                     lambda: environment_progression.evaluate(
-                        spec, environments=self.dependencies(subject), now=now
+                        spec, environments=self.dependencies(subject), now=now, measure=self._measure(applied, version)
                     ),
                 )
             case "deploymentWindow":
@@ -145,12 +161,42 @@ class Engine:
 
     def _dependencies(self, system_id: str, deployment_id: str, version_id: str) -> list[tuple[str, DependencyEnvironment]]:
         snap = self.snapshot
+        environments = snap.system_environments.get(system_id, ())
+        jobs = self.fact(("version-jobs", deployment_id), lambda: self._version_jobs(deployment_id, environments))
+        of_version = jobs.get(version_id, {})
         result = []
-        for env_id in snap.system_environments.get(system_id, ()):
+        for env_id in environments:
             target_ids = snap.environment_targets.get((deployment_id, env_id), ())
-            jobs = {t: tuple(j for j in snap.jobs.get(t, ()) if j.version_id == version_id) for t in target_ids}
-            result.append((env_id, DependencyEnvironment(environment=snap.environments[env_id], target_jobs=jobs)))
+            target_jobs = {t: of_version.get(t, ()) for t in target_ids}
+            result.append((env_id, DependencyEnvironment(environment=snap.environments[env_id], target_jobs=target_jobs)))
         return result
+
+    def _version_jobs(self, deployment_id: str, environments: tuple[str, ...]) -> dict[str, dict[str, tuple[JobFact, ...]]]:
+        """Version id -> target id -> that target's jobs for the version (newest first), for every
+        target of the deployment: one pass instead of one per candidate version."""
+        snap = self.snapshot
+        found: dict[str, dict[str, list[JobFact]]] = defaultdict(lambda: defaultdict(list))
+        for env_id in environments:
+            for target_id in snap.environment_targets.get((deployment_id, env_id), ()):
+                for job in snap.jobs.get(target_id, ()):
+                    found[job.version_id][target_id].append(job)
+        return {v: {t: tuple(js) for t, js in per_target.items()} for v, per_target in found.items()}
+
+    def _measure(self, applied: AppliedRule, version: VersionFact) -> environment_progression.Measure:
+        """``progress`` shared by every environment that depends on the same one at this instant.
+
+        Keyed by the dependency environment's identity: those objects live in ``facts``, one per
+        (deployment, version, environment), for as long as this engine and its siblings do."""
+        def measure(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime) -> Progress:
+            key = ("progress", applied.policy.id, applied.rule.id, version.id, id(env))
+            return self.shared(key, lambda: environment_progression.progress(spec, env, now))  # type: ignore[no-any-return]
+        return measure
+
+    def overrides(self, version_id: str) -> tuple[OverrideFact, ...]:
+        """The version's overrides in force at this instant: most versions have none to check."""
+        now = self.now
+        return self.shared(("overrides", version_id), lambda: tuple(  # type: ignore[no-any-return]
+            o for o in self.snapshot.overrides if o.version_id == version_id and o.created_at <= now < o.expires_at))
 
     def upstream(self, target: TargetFact) -> list[UpstreamFact]:
         snap = self.snapshot

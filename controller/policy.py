@@ -128,10 +128,20 @@ def parse_rule(item: Any, loc: tuple[str | int, ...]) -> Rule:
     try:
         spec = RULE_TYPES[key].spec.model_validate(body)
     except ValidationError as exc:
-        raise Invalid(
-            [Problem((*loc, key, *e["loc"]), e["msg"], e["type"]) for e in exc.errors(include_url=False)]
-        ) from None
+        raise Invalid([_spec_problem((*loc, key, *e["loc"]), e) for e in exc.errors(include_url=False)]) from None
     return Rule(rule_id, key, Enforcement(enforcement), spec)
+
+
+def _spec_problem(loc: tuple[str | int, ...], error: Any) -> Problem:
+    """A spec field's error; invalid CEL keeps its expression, line and column, as for the selector
+    (SPEC §2). The rule validators raise their ValueError while handling the CelSyntaxError, so
+    that is the exception's context."""
+    syntax = getattr(error.get("ctx", {}).get("error"), "__context__", None)
+    if isinstance(syntax, CelSyntaxError):
+        message = f"invalid CEL at line {syntax.line}, column {syntax.column}: {syntax.message}"
+        ctx = {"expression": syntax.expression, "line": syntax.line, "column": syntax.column}
+        return Problem(loc, message, "cel_syntax", ctx)
+    return Problem(loc, error["msg"], error["type"])
 
 
 def policy_order(policy: Policy) -> tuple[int, str]:

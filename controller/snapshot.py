@@ -7,7 +7,7 @@ replayable and lets the explain endpoint ask "what if it were later?".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,15 +76,20 @@ class Snapshot:
 
     def current_job(self, target_id: str) -> JobFact | None:
         """The latest successful job by completion: it defines the target's current version."""
-        best: JobFact | None = None
-        for job in self.jobs.get(target_id, ()):
-            if job.status is JobStatus.SUCCESSFUL and job.completed_at is not None:
-                if best is None or (job.completed_at, job.created_at) > (best.completed_at, best.created_at):  # type: ignore[operator]
-                    best = job
-        return best
+        return current_job(self.jobs.get(target_id, ()))
 
     def version(self, version_id: str, deployment_id: str) -> VersionFact | None:
         for version in self.versions.get(deployment_id, ()):
             if version.id == version_id:
                 return version
         return None
+
+
+def current_job(jobs: Iterable[JobFact]) -> JobFact | None:
+    """Of one target's jobs, the latest successful one by completion (the store reads it too)."""
+    best: JobFact | None = None
+    for job in jobs:
+        if job.status is JobStatus.SUCCESSFUL and job.completed_at is not None:
+            if best is None or (job.completed_at, job.created_at) > (best.completed_at, best.created_at):  # type: ignore[operator]
+                best = job
+    return best

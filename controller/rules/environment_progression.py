@@ -14,6 +14,11 @@ allowed and it is denied from the next representable instant, so an allowed E's
 at ``now`` (a decision asked about the past): it does not count yet, and its instant is a change
 point. E without targets of this deployment passes vacuously, satisfied since always (``None``).
 
+Sharing: one dependency environment's state depends only on the rule, the version's jobs there and
+``now``, not on the environment that depends on it. ``evaluate`` takes an optional ``measure``: the
+engine passes ``progress`` memoised per (rule, version, dependency environment, instant), so every
+production environment reads one staging count instead of recounting it.
+
 Combining: ``requireAll`` is AND (denied > pending > allowed), otherwise OR (allowed > pending >
 denied). ``next_check_at`` is the earliest instant any E changes by time alone, and None when the
 combined verdict is denied (a stale success never becomes fresh by waiting).
@@ -27,7 +32,7 @@ verdict's details, and a selector that matches nothing fails closed (``NoDepende
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -111,7 +116,7 @@ class DependencyEnvironment:
 
 
 @dataclass(frozen=True)
-class _Progress:
+class Progress:
     """One dependency environment's state at ``now``."""
 
     environment: Doc
@@ -142,9 +147,17 @@ class _Progress:
         }
 
 
+Measure = Callable[[EnvironmentProgressionSpec, DependencyEnvironment, datetime], Progress]
+
+
 def evaluate(
-    spec: EnvironmentProgressionSpec, *, environments: Sequence[DependencyEnvironment], now: datetime
+    spec: EnvironmentProgressionSpec,
+    *,
+    environments: Sequence[DependencyEnvironment],
+    now: datetime,
+    measure: Measure | None = None,
 ) -> Verdict:
+    """``measure`` must return what ``progress`` returns (a memoised ``progress``, typically)."""
     program = compile_expression(spec.depends_on_environment_selector, VARIABLES)
     details: dict[str, Any] = {
         "expression": spec.depends_on_environment_selector,
@@ -165,33 +178,34 @@ def evaluate(
     if not selected:
         message = f"no other environment of the system matches: {spec.depends_on_environment_selector}"
         return Verdict.denied("NoDependencyEnvironments", message, details=details | {"environments": []})
-    progress = sorted((_progress(spec, env, now) for env in selected), key=_order)
-    return _combine(spec, progress, details | {"environments": [p.detail() for p in progress]})
+    measured = sorted(((measure or progress)(spec, env, now) for env in selected), key=_order)
+    return _combine(spec, measured, details | {"environments": [p.detail() for p in measured]})
 
 
-def _progress(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime) -> _Progress:
+def progress(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime) -> Progress:
+    """One dependency environment's state at ``now``."""
     name, total = _name(env.environment), len(env.target_jobs)
     if total == 0:
         summary = f"{name}: no targets of this deployment, passes vacuously"
-        return _Progress(env.environment, Status.ALLOWED, "NoTargets", summary)
+        return Progress(env.environment, Status.ALLOWED, "NoTargets", summary)
     times = sorted(t for t in (_success_at(spec, jobs) for jobs in env.target_jobs.values()) if t is not None)
     required = spec.required(total)
     succeeded = sum(1 for t in times if t <= now)
     counted = f"{name}: {succeeded} of {total} targets succeeded, {required} required"
-    awaiting = _Progress(
+    awaiting = Progress(
         env.environment, Status.PENDING, "AwaitingUpstreamSuccess", counted, succeeded, required, total
     )
     kth = times[required - 1] if len(times) >= required else None
     if kth is None or kth > now:
-        progress = awaiting
+        state = awaiting
     else:
-        progress = _timed(spec, replace(awaiting, kth_success_at=kth), kth, now)
+        state = _timed(spec, replace(awaiting, kth_success_at=kth), kth, now)
     # A success after ``now`` (a decision asked about the past) changes the counts when it happens.
-    upcoming = [at for at in (*times, progress.next_check_at) if at is not None and at > now]
-    return replace(progress, next_check_at=min(upcoming, default=None))
+    upcoming = [at for at in (*times, state.next_check_at) if at is not None and at > now]
+    return replace(state, next_check_at=min(upcoming, default=None))
 
 
-def _timed(spec: EnvironmentProgressionSpec, counted: _Progress, kth: datetime, now: datetime) -> _Progress:
+def _timed(spec: EnvironmentProgressionSpec, counted: Progress, kth: datetime, now: datetime) -> Progress:
     """Soak and maximum age, once k targets have succeeded."""
     name, soak_until = _name(counted.environment), kth + spec.soak
     stale_after = None if spec.maximum_age is None else kth + spec.maximum_age
@@ -228,7 +242,7 @@ def _success_at(spec: EnvironmentProgressionSpec, jobs: Sequence[JobFact]) -> da
 
 
 def _combine(
-    spec: EnvironmentProgressionSpec, progress: Sequence[_Progress], details: dict[str, Any]
+    spec: EnvironmentProgressionSpec, progress: Sequence[Progress], details: dict[str, Any]
 ) -> Verdict:
     has = {p.status for p in progress}
     status = next(s for s in (_AND_ORDER if spec.require_all else _OR_ORDER) if s in has)
@@ -256,7 +270,7 @@ def _combine(
     )
 
 
-def _pending_reason(spec: EnvironmentProgressionSpec, pending: Sequence[_Progress]) -> str:
+def _pending_reason(spec: EnvironmentProgressionSpec, pending: Sequence[Progress]) -> str:
     """AND waits on the slowest kind of blocker, OR on the quickest: soak ends by time alone."""
     reasons = {p.reason for p in pending}
     if len(reasons) == 1:
@@ -264,7 +278,7 @@ def _pending_reason(spec: EnvironmentProgressionSpec, pending: Sequence[_Progres
     return "AwaitingUpstreamSuccess" if spec.require_all else "SoakTime"
 
 
-def _order(progress: _Progress) -> tuple[str, str]:
+def _order(progress: Progress) -> tuple[str, str]:
     return _name(progress.environment), str(progress.environment.data.get("id", ""))
 
 

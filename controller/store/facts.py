@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, type_coerce
+from sqlalchemy import String, type_coerce
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
@@ -54,7 +54,8 @@ T, J = ReleaseTargetRow, JobRow
 
 
 def _instant(column: Any) -> Any:
-    return type_coerce(column, DateTime(timezone=True))
+    """A timestamp column read raw: text on SQLite, an aware datetime from PostgreSQL's driver."""
+    return type_coerce(column, String)
 
 
 _TARGET_COLUMNS = (T.id, T.resource_id, T.environment_id, T.deployment_id)
@@ -64,10 +65,14 @@ _JOB_COLUMNS = (J.id, J.release_target_id, J.version_id, J.status, J.attempt, _i
                 _instant(J.completed_at))
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """What ``UTCDateTime`` returns: databases without time zones store UTC without an offset."""
+def _utc(value: str | datetime | None) -> datetime | None:
+    """What ``UTCDateTime`` returns, at a fraction of its cost per value. SQLite stores UTC as ISO
+    text without an offset (``UTCDateTime`` binds UTC); drivers with time zones give datetimes."""
     if value is None:
         return None
+    if type(value) is str:
+        return datetime.fromisoformat(value + "+00:00")
+    assert isinstance(value, datetime)
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 

@@ -272,19 +272,21 @@ def test_an_invalid_policy_is_a_422_naming_the_field_and_stores_nothing(
 
 
 def test_cel_nested_too_deeply_is_a_422_not_a_500(client: TestClient) -> None:
-    # Compiling recurses per nesting level; this used to escape as RecursionError, a 500. (Each attempt
-    # takes seconds: the CEL analysis is quadratic in the depth, reported separately.)
+    # Compiling recursed per nesting level: this escaped as RecursionError (a 500) after seconds of work.
     deep = "(" * 200 + "true" + ")" * 200
     post(client, "/v1/policies", PROD_GATES)
     before = stored(client)
     for change, loc in (
         ({"selector": deep}, ["body", "selector"]),
-        ({"rules": [APPROVAL, {"versionSelector": {"selector": deep}}]}, [*RULE_1, "versionSelector"]),
+        ({"rules": [APPROVAL, {"versionSelector": {"selector": deep}}]}, [*RULE_1, "versionSelector", "selector"]),
+        ({"rules": [{"condition": {"expression": " || ".join(["resource.kind == 'vm'"] * 3000)}}]},
+         [*RULE_0, "condition", "expression"]),
     ):
         response = client.post("/v1/policies", json={**PROD_GATES, "name": "deep", **change})
         assert response.status_code == 422, response.text
         [problem] = response.json()["detail"]
-        assert (problem["loc"], problem["type"]) == (loc, "cel_too_complex")
+        assert (problem["loc"], problem["type"], problem["line"], problem["column"]) == (loc, "cel_syntax", 1, 1)
+        assert problem["expression"]
     assert stored(client) == before
 
 

@@ -750,12 +750,28 @@ def test_a_failed_release_waits_while_a_newer_version_may_still_pass() -> None:
     # slot: the decision said no-go although 3.0.0 goes by time alone.
     slow = {"gradualRollout": {"rolloutType": "linear", "timeScaleInterval": 3600}}
     last = max(PROD_TARGETS, key=rollout_positions(PROD_TARGETS, V3.id).__getitem__)
+    slot = V3.created_at + offset(last)  # no version-level gate: the rollout starts at the version's creation
     snap = world(versions=[V2, V3], policies=[policy("p", slow)],
-                 jobs=[job(V2, JobStatus.FAILURE, at(-2), at(-1), target_id=last)])
-    start = V3.created_at  # no version-level gate: the rollout starts at the version's creation
-    slot = start + offset(last)
-    decision = decide(snap, last, slot - HOUR)
+                 jobs=[job(V2, JobStatus.FAILURE, slot - 2 * HOUR, slot - HOUR, target_id=last)])
+    decision = decide(snap, last, slot - 30 * MIN)
     assert (decision.outcome, decision.reason, desired_tag(decision)) == (Outcome.WAIT, "AwaitingGates", "2.0.0")
     assert "RetriesExhausted" in decision.message
     assert decision.eligible_at == slot
+    assert decision.focus is not None and decision.focus.version == V3
+    assert decision.blocking_reasons == ("RolloutPosition", "RetriesExhausted")
     assert decide(snap, last, slot).outcome is Outcome.GO
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open: the desired version is the newest whose gates allow, even when its job can never be created "
+    "(retries exhausted); when its approval lapses, an older approved version becomes desired and goes, so "
+    "a no-go turns into go by time alone, and the no-go gave no ETA (controller/decision.py: _decide/_outcome)"))
+def test_a_no_go_stays_no_go_when_the_blocked_versions_approval_lapses() -> None:
+    expiring = {"anyApproval": {"minApprovals": 1, "expiresAfterMinutes": 30}}
+    snap = world(versions=[V2, V3], policies=[policy("approve", expiring)],
+                 jobs=[job(V3, JobStatus.FAILURE, at(-2), at(-1))],
+                 approvals={(V3, PROD): [approved("alice", at(minutes=-1))], (V2, PROD): [approved("bob", T0)]})
+    decision = decide(snap, TARGET, T0)
+    assert (decision.outcome, decision.reason, desired_tag(decision)) == (Outcome.NO_GO, "RetriesExhausted", "3.0.0")
+    later = decide(snap, TARGET, at(minutes=29))  # 3.0.0's approval has lapsed; 2.0.0's has not
+    assert later.outcome is not Outcome.GO, (later.reason, desired_tag(later))
