@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -26,11 +26,11 @@ from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from controller.cel import Projection
+from controller.cel import Doc, Projection
 from controller.engine import Engine, Subject
 from controller.facts import ACTIVE_JOB_STATUSES, TargetFact, VersionFact, VersionStatus
 from controller.policy import AppliedRule, Enforcement, Merged, Policy, merge
-from controller.rules import deployment_window, retry
+from controller.rules import deployment_window, environment_progression, retry
 from controller.rules.registry import RULE_TYPES
 from controller.rules.verdict import Status, Verdict
 from controller.snapshot import OverrideFact, RedeployRequest, Snapshot
@@ -87,12 +87,20 @@ class Candidate:
     version: VersionFact
     verdicts: tuple[RuleVerdict, ...]
 
-    status: Status = field(init=False, compare=False)  # derived from the blocking verdicts
+    # Derived: the status the blocking verdicts give, the instants they may change at, and what the
+    # decision id reads, as JSON (candidates that many targets share work them out once).
+    status: Status = field(init=False, compare=False)
+    checks: tuple[datetime, ...] = field(init=False, compare=False, repr=False)
+    fingerprint: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         blocking = [rv.verdict.status for rv in self.verdicts if rv.blocking]
-        status = Status.DENIED if Status.DENIED in blocking else Status.PENDING if Status.PENDING in blocking else Status.ALLOWED
+        status = next((s for s in (Status.DENIED, Status.PENDING) if s in blocking), Status.ALLOWED)
         object.__setattr__(self, "status", status)
+        checks = tuple([rv.verdict.next_check_at for rv in self.verdicts if rv.verdict.next_check_at is not None])
+        object.__setattr__(self, "checks", checks)
+        fingerprints = ", ".join([rv.fingerprint for rv in self.verdicts])
+        object.__setattr__(self, "fingerprint", f"[{encode_basestring_ascii(self.version.id)}, [{fingerprints}]]")
 
 
 @dataclass(frozen=True)
@@ -179,9 +187,9 @@ def _decide(engine: Engine, target_id: str, version_id: str | None, *, identify:
     if desired is not None and (request is not None or current is None or desired.id != current.id):
         job_verdicts = _job_eligibility(snap, plan.merged, target, desired, now, request)
     outcome, reason, message = _outcome(refusal, candidates, desired, None if request else current, job_verdicts)
-    checks = [rv.verdict.next_check_at for c in candidates for rv in c.verdicts]
-    checks += [rv.verdict.next_check_at for rv in job_verdicts]
-    upcoming = [t for t in checks if t is not None and t > now]
+    checks = [t for c in candidates for t in c.checks]
+    checks += [rv.verdict.next_check_at for rv in job_verdicts if rv.verdict.next_check_at is not None]
+    upcoming = [t for t in checks if t > now]
     examined = tuple(candidates)
     return Decision(
         target_id=target_id,
@@ -208,6 +216,7 @@ class _Plan:
     merged: Merged
     gates: tuple[AppliedRule, ...]  # the version gates (job gates are checked before a job is created)
     starts_rollout: tuple[bool, ...]  # per gate: its satisfiedAt may start a rollout (blocking, version-level)
+    rollout: AppliedRule | None
     windows: tuple[deployment_window.DeploymentWindowSpec, ...]  # blocking allow windows: they move a rollout start
 
 
@@ -221,11 +230,11 @@ def _plan(engine: Engine, target: TargetFact) -> _Plan:
         path for policy in snap.policies for path in policy.selector.paths if path[0] == "resource"))
     key = ("plan", target.environment_id, target.deployment_id,
            projection.key({"resource": snap.resources[target.resource_id]}))
-    return engine.fact(key, lambda: _make_plan(tuple(matched_policies(engine, target))))  # type: ignore[no-any-return]
+    return engine.fact(key, lambda: _make_plan(engine, tuple(matched_policies(engine, target))))  # type: ignore[no-any-return]
 
 
-def _make_plan(policies: tuple[Policy, ...]) -> _Plan:
-    merged = merge(policies)
+def _make_plan(engine: Engine, policies: tuple[Policy, ...]) -> _Plan:
+    merged: Merged = engine.fact(("merged", *(p.id for p in policies)), lambda: merge(policies))
     windows = tuple(
         a.rule.spec
         for a in merged.gates
@@ -233,13 +242,30 @@ def _make_plan(policies: tuple[Policy, ...]) -> _Plan:
         and isinstance(a.rule.spec, deployment_window.DeploymentWindowSpec) and a.rule.spec.allow_window
     )
     gates = tuple(a for a in merged.gates if not RULE_TYPES[a.rule.type].job_gate)
-    starts_rollout = tuple(a.rule.enforcement is Enforcement.BLOCK and RULE_TYPES[a.rule.type].version_level for a in gates)
-    return _Plan(policies, merged, gates, starts_rollout, windows)
+    starts_rollout = tuple(
+        a.rule.enforcement is Enforcement.BLOCK and RULE_TYPES[a.rule.type].version_level for a in gates
+    )
+    return _Plan(policies, merged, gates, starts_rollout, merged.singles.get("gradualRollout"), windows)
 
 
 def matched_policies(engine: Engine, target: TargetFact) -> list[Policy]:
     activation = engine.policy_activation(target)
     return [p for p in engine.snapshot.policies if p.enabled and p.selector.test(activation)]
+
+
+def environments_read(
+    policies: Iterable[Policy], activation: Mapping[str, Doc], environment_id: str, others: Mapping[str, Doc]
+) -> set[str]:
+    """The environments of its deployment whose targets deciding a target reads: its own (rollout
+    order) and those its progression rules depend on, among the system's ``others``. The store
+    loads only these to explain one target; the deployment's other targets cannot change it."""
+    read = {environment_id}
+    for policy in policies:
+        if policy.enabled and policy.selector.test(activation):
+            for spec in (r.spec for r in policy.rules):
+                if isinstance(spec, environment_progression.EnvironmentProgressionSpec):
+                    read |= {env_id for env_id, env in others.items() if environment_progression.depends_on(spec, env)}
+    return read
 
 
 def _candidates(
@@ -273,38 +299,66 @@ def _older(a: VersionFact, b: VersionFact) -> bool:
 
 
 def _evaluate(engine: Engine, plan: _Plan, subject: Subject, current: VersionFact | None) -> Candidate:
+    already = current is not None and current.id == subject.version.id
     overrides = _overrides(engine, subject)
-    if overrides:  # they name targets: no verdict is shared
+    if overrides:  # they name targets: nothing is shared
         verdicts = [_applied_verdict(engine, a, subject, engine.evaluate(a, subject), overrides) for a in plan.gates]
-    else:
-        shared = engine.shared(("gates", plan, subject.version.id), lambda: _target_free(engine, plan, subject))
-        verdicts = [rv or _applied_verdict(engine, a, subject, engine.evaluate(a, subject), ())
-                    for rv, a in zip(shared, plan.gates, strict=True)]
-    rollout = plan.merged.singles.get("gradualRollout")
-    if rollout is not None:
+        return _candidate(engine, plan, subject, current, verdicts, overrides)
+    shared: _Shared = engine.shared(("shared", plan, subject.version.id), lambda: _share(engine, plan, subject))
+    if shared.target_free and (plan.rollout is None or already or shared.start_at is None):
+        # Not even the rollout reads the target: it already runs the version, or the rollout has
+        # not started (SPEC §4). One candidate serves every such target.
+        return engine.shared(  # type: ignore[no-any-return]
+            ("candidate", plan, subject.version.id, already),
+            lambda: _candidate(engine, plan, subject, current, list(shared.verdicts), ()),  # type: ignore[arg-type]
+        )
+    verdicts = [rv or _applied_verdict(engine, a, subject, engine.evaluate(a, subject), ())
+                for rv, a in zip(shared.verdicts, plan.gates, strict=True)]
+    return _candidate(engine, plan, subject, current, verdicts, ())
+
+
+def _candidate(
+    engine: Engine, plan: _Plan, subject: Subject, current: VersionFact | None, verdicts: list[RuleVerdict],
+    overrides: Sequence[OverrideFact],
+) -> Candidate:
+    """The candidate, given its gates' verdicts: the rollout, which waits for them, comes last."""
+    if plan.rollout is not None:
         start_at = _rollout_start(engine, plan, verdicts, subject)
-        verdict = engine.rollout(rollout, subject, start_at, current.id if current else None)
-        verdicts.append(_applied_verdict(engine, rollout, subject, verdict, overrides))
+        verdict = engine.rollout(plan.rollout, subject, start_at, current.id if current else None)
+        verdicts.append(_applied_verdict(engine, plan.rollout, subject, verdict, overrides))
     return Candidate(subject.version, tuple(verdicts))
 
 
 def _overrides(engine: Engine, subject: Subject) -> tuple[OverrideFact, ...]:
     """The overrides in force that may cover some gate of this (target, version)."""
-    target = subject.target
+    target, overrides = subject.target, engine.overrides(subject.version.id)
+    if not overrides:
+        return ()
     return tuple(
-        o for o in engine.overrides(subject.version.id)
+        o for o in overrides
         if o.environment_id in (None, target.environment_id) and o.resource_id in (None, target.resource_id)
     )
 
 
-def _target_free(engine: Engine, plan: _Plan, subject: Subject) -> tuple[RuleVerdict | None, ...]:
-    """The verdicts of the plan's gates that every target of the environment shares (None: the
-    others), for a version without overrides."""
-    return tuple(
+@dataclass(frozen=True)
+class _Shared:
+    """What every target of a plan shares about one version at one instant, when no override applies."""
+
+    verdicts: tuple[RuleVerdict | None, ...]  # per gate; None where the gate reads the target
+    target_free: bool  # no gate reads the target
+    start_at: datetime | None  # if so, the rollout's start (None: not yet)
+
+
+def _share(engine: Engine, plan: _Plan, subject: Subject) -> _Shared:
+    verdicts = tuple(
         RuleVerdict(a.rule.type, engine.evaluate(a, subject), a.rule.enforcement, a.policy, a.rule.id)
         if engine.target_free(a) else None
         for a in plan.gates
     )
+    shared = [rv for rv in verdicts if rv is not None]
+    if len(shared) < len(verdicts):
+        return _Shared(verdicts, False, None)
+    return _Shared(verdicts, True, _rollout_start(engine, plan, shared, subject))
 
 
 def _applied_verdict(
@@ -333,7 +387,7 @@ def _override(
 
 def _rollout_start(engine: Engine, plan: _Plan, verdicts: Sequence[RuleVerdict], subject: Subject) -> datetime | None:
     """The latest satisfiedAt of the version-level gates, moved into an allow window if one applies."""
-    version_level = [rv for rv, starts in zip(verdicts, plan.starts_rollout) if starts]
+    version_level = [rv for rv, starts in zip(verdicts, plan.starts_rollout, strict=True) if starts]
     if any(rv.verdict.status is not Status.ALLOWED for rv in version_level):
         return None
     satisfied = [rv.verdict.satisfied_at for rv in version_level if rv.verdict.satisfied_at is not None]
@@ -501,15 +555,11 @@ def _identify(
     candidates: Sequence[Candidate], job_verdicts: Sequence[RuleVerdict],
 ) -> str:
     """The sha256 of ``json.dumps({"at", "desired", "job", "outcome", "target", "verdicts"},
-    sort_keys=True)``, written out piece by piece: the fingerprints of the verdicts, which repeat
-    across targets, are encoded once (``RuleVerdict.fingerprint``), the strings as ``json.dumps``
-    encodes them."""
-    verdicts = ", ".join([
-        f"[{encode_basestring_ascii(c.version.id)}, [{', '.join([rv.fingerprint for rv in c.verdicts])}]]"
-        for c in candidates
-    ])
+    sort_keys=True)``, written out piece by piece: the candidates and verdicts, which repeat across
+    targets, are encoded once (their ``fingerprint``), the strings as ``json.dumps`` encodes them."""
+    verdicts = ", ".join([c.fingerprint for c in candidates])
     body = (
-        f'{{"at": {encode_basestring_ascii(at.isoformat())}, '
+        f'{{"at": {_instant_json(at)}, '
         f'"desired": {encode_basestring_ascii(desired.id) if desired else "null"}, '
         f'"job": [{", ".join([rv.fingerprint for rv in job_verdicts])}], '
         f'"outcome": {encode_basestring_ascii(outcome.value)}, '
@@ -517,6 +567,11 @@ def _identify(
         f'"verdicts": [{verdicts}]}}'
     )
     return str(uuid.UUID(bytes=hashlib.sha256(body.encode()).digest()[:16], version=5))
+
+
+@lru_cache(maxsize=64)
+def _instant_json(at: datetime) -> str:
+    return encode_basestring_ascii(at.isoformat())
 
 
 @lru_cache(maxsize=4096)

@@ -11,8 +11,7 @@ closed as a ``denied`` verdict instead of taking the pass down.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +50,30 @@ class Subject:
     @property
     def scope(self) -> tuple[str, str]:
         return (self.version.id, self.target.environment_id)
+
+
+class _JobsOfVersion(Mapping[str, tuple[JobFact, ...]]):
+    """An environment's targets -> their jobs for one version, filtered as they are read.
+
+    Progression reads each dependency environment once per rule and version (the engine shares the
+    result), so filtering on read is cheaper than keeping a filtered copy of every target's jobs."""
+
+    def __init__(self, jobs: Mapping[str, tuple[JobFact, ...]], target_ids: tuple[str, ...], version_id: str) -> None:
+        self._jobs = jobs
+        self._target_ids = target_ids
+        self._targets = frozenset(target_ids)
+        self._version_id = version_id
+
+    def __getitem__(self, target_id: str) -> tuple[JobFact, ...]:
+        if target_id not in self._targets:
+            raise KeyError(target_id)
+        return tuple(j for j in self._jobs.get(target_id, ()) if j.version_id == self._version_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._target_ids)
+
+    def __len__(self) -> int:
+        return len(self._target_ids)
 
 
 class Engine:
@@ -161,35 +184,26 @@ class Engine:
 
     def _dependencies(self, system_id: str, deployment_id: str, version_id: str) -> list[tuple[str, DependencyEnvironment]]:
         snap = self.snapshot
-        environments = snap.system_environments.get(system_id, ())
-        jobs = self.fact(("version-jobs", deployment_id), lambda: self._version_jobs(deployment_id, environments))
-        of_version = jobs.get(version_id, {})
         result = []
-        for env_id in environments:
+        for env_id in snap.system_environments.get(system_id, ()):
             target_ids = snap.environment_targets.get((deployment_id, env_id), ())
-            target_jobs = {t: of_version.get(t, ()) for t in target_ids}
-            result.append((env_id, DependencyEnvironment(environment=snap.environments[env_id], target_jobs=target_jobs)))
+            jobs = _JobsOfVersion(snap.jobs, target_ids, version_id)
+            result.append((env_id, DependencyEnvironment(environment=snap.environments[env_id], target_jobs=jobs)))
         return result
 
-    def _version_jobs(self, deployment_id: str, environments: tuple[str, ...]) -> dict[str, dict[str, tuple[JobFact, ...]]]:
-        """Version id -> target id -> that target's jobs for the version (newest first), for every
-        target of the deployment: one pass instead of one per candidate version."""
-        snap = self.snapshot
-        found: dict[str, dict[str, list[JobFact]]] = defaultdict(lambda: defaultdict(list))
-        for env_id in environments:
-            for target_id in snap.environment_targets.get((deployment_id, env_id), ()):
-                for job in snap.jobs.get(target_id, ()):
-                    found[job.version_id][target_id].append(job)
-        return {v: {t: tuple(js) for t, js in per_target.items()} for v, per_target in found.items()}
-
     def _measure(self, applied: AppliedRule, version: VersionFact) -> environment_progression.Measure:
-        """``progress`` shared by every environment that depends on the same one at this instant.
+        """``progress`` shared by every environment that depends on the same one at this instant,
+        over success times shared by every instant (an ETA walk decides at dozens).
 
         Keyed by the dependency environment's identity: those objects live in ``facts``, one per
         (deployment, version, environment), for as long as this engine and its siblings do."""
         def measure(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime) -> Progress:
+            times = self.fact(
+                ("success-times", id(env), spec.success_statuses, spec.require_verification_passed),
+                lambda: environment_progression.success_times(spec, env),
+            )
             key = ("progress", applied.policy.id, applied.rule.id, version.id, id(env))
-            return self.shared(key, lambda: environment_progression.progress(spec, env, now))  # type: ignore[no-any-return]
+            return self.shared(key, lambda: environment_progression.progress(spec, env, now, times))  # type: ignore[no-any-return]
         return measure
 
     def overrides(self, version_id: str) -> tuple[OverrideFact, ...]:
@@ -221,7 +235,9 @@ class Engine:
         assert isinstance(spec, gradual_rollout.GradualRolloutSpec)
         target, version = subject.target, subject.version
         env_targets = self.snapshot.environment_targets.get((target.deployment_id, target.environment_id), (target.id,))
-        positions = self.fact(
+        already = current_version_id == version.id
+        # The order matters only once the rollout started, to a target not on the version yet.
+        positions = None if already or start_at is None else self.fact(
             ("positions", version.id, target.deployment_id, target.environment_id),
             lambda: gradual_rollout.rollout_positions(env_targets, version.id),
         )
@@ -233,7 +249,7 @@ class Engine:
                 environment_target_ids=env_targets,
                 positions=positions,
                 start_at=start_at,
-                already_on_version=current_version_id == version.id,
+                already_on_version=already,
                 now=self.now,
             )
         except Exception as exc:

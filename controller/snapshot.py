@@ -89,7 +89,8 @@ def current_job(jobs: Iterable[JobFact]) -> JobFact | None:
     """Of one target's jobs, the latest successful one by completion (the store reads it too)."""
     best: JobFact | None = None
     for job in jobs:
-        if job.status is JobStatus.SUCCESSFUL and job.completed_at is not None:
-            if best is None or (job.completed_at, job.created_at) > (best.completed_at, best.created_at):  # type: ignore[operator]
-                best = job
+        if job.status is not JobStatus.SUCCESSFUL or job.completed_at is None:
+            continue
+        if best is None or (job.completed_at, job.created_at) > (best.completed_at, best.created_at):
+            best = job
     return best

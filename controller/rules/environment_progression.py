@@ -17,7 +17,8 @@ point. E without targets of this deployment passes vacuously, satisfied since al
 Sharing: one dependency environment's state depends only on the rule, the version's jobs there and
 ``now``, not on the environment that depends on it. ``evaluate`` takes an optional ``measure``: the
 engine passes ``progress`` memoised per (rule, version, dependency environment, instant), so every
-production environment reads one staging count instead of recounting it.
+production environment reads one staging count instead of recounting it, and the success times it
+counts (``success_times``, which no instant changes) once for every instant it decides at.
 
 Combining: ``requireAll`` is AND (denied > pending > allowed), otherwise OR (allowed > pending >
 denied). ``next_check_at`` is the earliest instant any E changes by time alone, and None when the
@@ -32,6 +33,7 @@ verdict's details, and a selector that matches nothing fails closed (``NoDepende
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -182,15 +184,31 @@ def evaluate(
     return _combine(spec, measured, details | {"environments": [p.detail() for p in measured]})
 
 
-def progress(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime) -> Progress:
-    """One dependency environment's state at ``now``."""
+def depends_on(spec: EnvironmentProgressionSpec, environment: Doc) -> bool:
+    """Whether the rule reads ``environment`` (another of the system's) as a dependency: what
+    ``evaluate`` selects, for a store that loads only the environments a decision reads."""
+    match = compile_expression(spec.depends_on_environment_selector, VARIABLES).match({"environment": environment})
+    return match.error is None and match.matched
+
+
+def success_times(spec: EnvironmentProgressionSpec, env: DependencyEnvironment) -> list[datetime]:
+    """When the environment's targets first succeeded, earliest first (those that never did are left
+    out). What ``progress`` counts; it depends on no instant, so one list serves every instant."""
+    return sorted(t for t in (_success_at(spec, jobs) for jobs in env.target_jobs.values()) if t is not None)
+
+
+def progress(
+    spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: datetime, times: Sequence[datetime] | None = None
+) -> Progress:
+    """One dependency environment's state at ``now``; ``times`` may carry its ``success_times``."""
     name, total = _name(env.environment), len(env.target_jobs)
     if total == 0:
         summary = f"{name}: no targets of this deployment, passes vacuously"
         return Progress(env.environment, Status.ALLOWED, "NoTargets", summary)
-    times = sorted(t for t in (_success_at(spec, jobs) for jobs in env.target_jobs.values()) if t is not None)
+    if times is None:
+        times = success_times(spec, env)
     required = spec.required(total)
-    succeeded = sum(1 for t in times if t <= now)
+    succeeded = bisect_right(times, now)  # the times are sorted
     counted = f"{name}: {succeeded} of {total} targets succeeded, {required} required"
     awaiting = Progress(
         env.environment, Status.PENDING, "AwaitingUpstreamSuccess", counted, succeeded, required, total
@@ -201,7 +219,8 @@ def progress(spec: EnvironmentProgressionSpec, env: DependencyEnvironment, now: 
     else:
         state = _timed(spec, replace(awaiting, kth_success_at=kth), kth, now)
     # A success after ``now`` (a decision asked about the past) changes the counts when it happens.
-    upcoming = [at for at in (*times, state.next_check_at) if at is not None and at > now]
+    next_success = times[succeeded] if succeeded < len(times) else None
+    upcoming = [at for at in (next_success, state.next_check_at) if at is not None and at > now]
     return replace(state, next_check_at=min(upcoming, default=None))
 
 

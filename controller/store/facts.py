@@ -2,27 +2,33 @@
 
 Focus targets get their full job history; the rest of their deployment's targets only what
 environment progression and rollout ordering need (their ids, and their jobs for the versions the
-focus targets may still move to). Everything is fetched in a handful of set-based queries, whatever
-the number of targets.
+focus targets may still move to); other deployments' targets on the focus resources their successful
+jobs (deploymentDependency reads their current versions). Everything is fetched in a handful of
+set-based queries, whatever the number of targets.
 
-Bulk rows (targets, jobs, resource revisions) are read as column tuples, not ORM objects: building
-an ORM object costs several times what the decision then does with the row. Their timestamps are
-read through the dialect's own (C) processor and made UTC here, exactly as ``UTCDateTime`` would,
-without its per-value Python hook. Must not: decide anything; it only reads.
+Cost matters here: deciding a deployment of thousands of targets should take about a second, load
+included. So bulk rows (targets, jobs, resource revisions) are read as column tuples, not ORM
+objects, and timestamps are parsed here to what ``UTCDateTime`` returns, without its per-value
+hook. When the focus is every target of its deployments (a full pass), the sets derived from it are
+subqueries on the deployment instead of id lists, which SQLAlchemy would bind one by one.
+
+Must not: decide anything, or write.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from typing import Any, TypeVar
 
-from sqlalchemy import String, type_coerce
+from sqlalchemy import String, func, type_coerce
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
+from controller.decision import environments_read
 from controller.facts import (
     ApprovalFact,
     ApprovalStatus,
@@ -32,6 +38,7 @@ from controller.facts import (
     VersionFact,
     VersionStatus,
 )
+from controller.policy import Policy
 from controller.snapshot import OverrideFact, RedeployRequest, Snapshot, current_job
 from controller.store.doc_cache import cached, cached_doc
 from controller.store.documents import deployment_doc, environment_doc, resource_doc, version_doc
@@ -49,6 +56,8 @@ from controller.store.tables import (
 )
 
 CHUNK = 2000
+K = TypeVar("K")
+V = TypeVar("V")
 _STATUSES = {status.value: status for status in JobStatus}
 T, J = ReleaseTargetRow, JobRow
 
@@ -58,10 +67,10 @@ def _instant(column: Any) -> Any:
     return type_coerce(column, String)
 
 
-_TARGET_COLUMNS = (T.id, T.resource_id, T.environment_id, T.deployment_id)
-_FOCUS_COLUMNS = (*_TARGET_COLUMNS, T.requested_version_id, T.requested_by, T.requested_reason,
+_TARGET_COLUMNS: tuple[Any, ...] = (T.id, T.resource_id, T.environment_id, T.deployment_id)
+_FOCUS_COLUMNS: tuple[Any, ...] = (*_TARGET_COLUMNS, T.requested_version_id, T.requested_by, T.requested_reason,
                   _instant(T.requested_at))
-_JOB_COLUMNS = (J.id, J.release_target_id, J.version_id, J.status, J.attempt, _instant(J.created_at),
+_JOB_COLUMNS: tuple[Any, ...] = (J.id, J.release_target_id, J.version_id, J.status, J.attempt, _instant(J.created_at),
                 _instant(J.completed_at))
 
 
@@ -81,108 +90,165 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[start : start + CHUNK]
 
 
-def _version(row: DeploymentVersionRow) -> VersionFact:
-    return VersionFact(
-        id=row.id,
-        deployment_id=row.deployment_id,
-        tag=row.tag,
-        status=VersionStatus(row.status),
-        created_at=row.created_at,
-        created_by=row.created_by,
-        doc=version_doc(row),
-    )
-
-
 @dataclass(frozen=True)
 class _Scope:
-    """Which targets the snapshot covers: the focus, its deployments' targets, and its neighbours."""
+    """The focus targets and the deployments they belong to."""
 
     focus: list[Any]  # rows of _FOCUS_COLUMNS
-    siblings: list[TargetFact]  # every target of the focus deployments
-    neighbours: list[TargetFact]  # other deployments' targets on the focus resources
+    deployment_ids: list[str]
+    whole: bool  # the focus is every target of its deployments (a full pass)
+
+    def targets_in(self, column: Any) -> list[Any]:
+        """``column`` among the focus target ids, as conditions (one per query)."""
+        if self.whole:
+            return [col(column).in_(select(T.id).where(col(T.deployment_id).in_(self.deployment_ids)))]
+        return [col(column).in_(chunk) for chunk in _chunks([t[0] for t in self.focus])]
+
+    def resources_in(self, column: Any) -> list[Any]:
+        """``column`` among the focus targets' resource ids, as conditions (one per query)."""
+        if self.whole:
+            return [col(column).in_(select(T.resource_id).where(col(T.deployment_id).in_(self.deployment_ids)))]
+        return [col(column).in_(chunk) for chunk in _chunks(sorted({t[1] for t in self.focus}))]
 
 
 def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
     scope = _scope(session, focus_ids)
-    deployment_ids = sorted({t.deployment_id for t in scope.focus})
-    deployments = {r.id: r for r in _rows_by_id(session, DeploymentRow, deployment_ids)}
-    system_ids = sorted({d.system_id for d in deployments.values()})
-    environments = list(session.exec(select(EnvironmentRow).where(col(EnvironmentRow.system_id).in_(system_ids))))
-    for row in _rows_by_id(session, DeploymentRow, sorted({t.deployment_id for t in scope.neighbours})):
-        deployments[row.id] = row
+    neighbours = _neighbours(session, scope)
+    deployments = {r.id: r for r in _rows_by_id(session, DeploymentRow, sorted(
+        {*scope.deployment_ids, *(t.deployment_id for t in neighbours)}))}
+    system_ids = sorted({deployments[d].system_id for d in scope.deployment_ids})
+    environments = sorted(session.exec(select(EnvironmentRow).where(col(EnvironmentRow.system_id).in_(system_ids))),
+                          key=lambda e: e.name)
+    policies = load_policies(session)
+    docs = _Documents(
+        resources=_resources(session, scope),
+        environments={e.id: Doc(environment_doc(e)) for e in environments},
+        deployments={d.id: Doc(deployment_doc(d)) for d in deployments.values()},
+    )
+    versions = sorted((_version(v) for v in _select_in(
+        session, DeploymentVersionRow, DeploymentVersionRow.deployment_id, scope.deployment_ids)),
+        key=lambda v: (v.created_at, v.id), reverse=True)
+    by_deployment = _grouped((v.deployment_id, v) for v in versions)
 
-    versions = [_version(v) for v in _select_in(session, DeploymentVersionRow, DeploymentVersionRow.deployment_id,
-                                                deployment_ids)]
-    versions.sort(key=lambda v: (v.created_at, v.id), reverse=True)
-    by_deployment: dict[str, list[VersionFact]] = defaultdict(list)
-    for version in versions:
-        by_deployment[version.deployment_id].append(version)
-
-    focus_ids = [t[0] for t in scope.focus]
-    jobs = _jobs_per_target(_job_rows(session, focus_ids))  # full history
+    jobs = _jobs_per_target(_query(session, _JOB_COLUMNS, scope.targets_in(J.release_target_id)))  # full history
     candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment)
-    others: list[Any] = []
-    if len(focus_ids) < len(scope.siblings):
-        focus_set = set(focus_ids)
-        others += [r for r in _sibling_job_rows(session, deployment_ids, candidate_ids) if r[1] not in focus_set]
-    for chunk in _chunks([t.id for t in scope.neighbours]):  # their current versions
-        others += session.execute(select(*_JOB_COLUMNS).where(
-            col(J.release_target_id).in_(chunk), J.status == JobStatus.SUCCESSFUL.value)).all()
-    jobs |= _jobs_per_target(others)  # siblings' and neighbours' targets are not focus targets
+    if scope.whole:
+        siblings = [_target(row) for row in scope.focus]
+        jobs |= _jobs_per_target(_upstream_job_rows(session, scope))
+    else:
+        read = sorted(_environments_read(scope, policies, docs))
+        siblings = _siblings(session, scope.deployment_ids, read)
+        focus_set = {t[0] for t in scope.focus}
+        rows = _sibling_job_rows(session, scope.deployment_ids, read, candidate_ids)
+        jobs |= _jobs_per_target(chain((r for r in rows if r[1] not in focus_set), _upstream_job_rows(session, scope)))
 
     version_docs = {v.id: Doc(v.doc) for v in versions}
     version_docs |= _upstream_versions(session, jobs, version_docs)
-    environment_targets: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for t in scope.siblings:
-        environment_targets[(t.deployment_id, t.environment_id)].append(t.id)
-    resource_targets: dict[str, list[str]] = defaultdict(list)
-    for t in [*(TargetFact(*row[:4]) for row in scope.focus), *scope.neighbours]:
-        resource_targets[t.resource_id].append(t.id)
-    system_environments: dict[str, list[str]] = defaultdict(list)
-    for env in sorted(environments, key=lambda e: e.name):
-        system_environments[env.system_id].append(env.id)
-
     return Snapshot(
-        policies=load_policies(session),
-        targets={t.id: t for t in [*scope.siblings, *scope.neighbours]},
-        resources=_resources(session, sorted({t[1] for t in scope.focus})),
-        environments={e.id: Doc(environment_doc(e)) for e in environments},
-        deployments={d.id: Doc(deployment_doc(d)) for d in deployments.values()},
-        system_environments={k: tuple(v) for k, v in system_environments.items()},
-        versions={k: tuple(v) for k, v in by_deployment.items()},
+        policies=policies,
+        targets={t.id: t for t in [*siblings, *neighbours]},
+        resources=docs.resources,
+        environments=docs.environments,
+        deployments=docs.deployments,
+        system_environments=_grouped((e.system_id, e.id) for e in environments),
+        versions=by_deployment,
         version_docs=version_docs,
         jobs=jobs,
         approvals=_approvals(session, candidate_ids),
         overrides=_overrides(session, candidate_ids),
-        environment_targets={k: tuple(v) for k, v in environment_targets.items()},
-        resource_targets={k: tuple(v) for k, v in resource_targets.items()},
-        requests={
-            t[0]: RedeployRequest(t[4], t[5] or "", t[6] or "", _utc(t[7]))  # type: ignore[arg-type]
-            for t in scope.focus
-            if t[4] is not None and t[7] is not None
-        },
+        environment_targets=_grouped(((t.deployment_id, t.environment_id), t.id) for t in siblings),
+        resource_targets=_grouped(
+            chain(((t[1], t[0]) for t in scope.focus), ((n.resource_id, n.id) for n in neighbours))
+        ),
+        requests=_requests(scope.focus),
         job_agents={a.id: a.config for a in _rows_by_id(session, JobAgentRow, sorted(
             {d.job_agent_id for d in deployments.values() if d.job_agent_id}))},
     )
 
 
+@dataclass(frozen=True)
+class _Documents:
+    resources: dict[str, Doc]
+    environments: dict[str, Doc]
+    deployments: dict[str, Doc]
+
+
+def _environments_read(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> set[str]:
+    """The environments whose targets the focus targets' decisions read (their own, and those their
+    progression rules depend on): a partial focus loads only these of its deployments' targets."""
+    read: set[str] = set()
+    for target in scope.focus:
+        activation = {"environment": docs.environments[target[2]], "resource": docs.resources[target[1]],
+                      "deployment": docs.deployments[target[3]]}
+        read |= environments_read(policies, activation, target[2], docs.environments)
+    return read
+
+
+def _target(row: Any) -> TargetFact:
+    return TargetFact(row[0], row[1], row[2], row[3])
+
+
+def _requests(focus: Sequence[Any]) -> dict[str, RedeployRequest]:
+    return {
+        t[0]: RedeployRequest(t[4], t[5] or "", t[6] or "", _utc(t[7]))  # type: ignore[arg-type]
+        for t in focus
+        if t[4] is not None and t[7] is not None
+    }
+
+
+def _grouped(pairs: Iterable[tuple[K, V]]) -> dict[K, tuple[V, ...]]:
+    """Values by key, in the order met."""
+    grouped: dict[K, list[V]] = defaultdict(list)
+    for key, value in pairs:
+        grouped[key].append(value)
+    return {key: tuple(values) for key, values in grouped.items()}
+
+
+def _query(session: Session, columns: Sequence[Any], conditions: Sequence[Any], *where: Any) -> Iterator[Any]:
+    """Rows of ``columns`` meeting any of ``conditions`` (one query each) and all of ``where``."""
+    for condition in conditions:
+        yield from session.execute(select(*columns).where(condition, *where))
+
+
 def _scope(session: Session, focus_ids: Sequence[str]) -> _Scope:
-    focus = []
-    for chunk in _chunks(list(focus_ids)):
-        focus += session.execute(select(*_FOCUS_COLUMNS).where(col(T.id).in_(chunk))).all()
+    focus = [row for chunk in _chunks(list(focus_ids))
+             for row in session.execute(select(*_FOCUS_COLUMNS).where(col(T.id).in_(chunk)))]
     deployment_ids = sorted({t[3] for t in focus})
-    siblings = [TargetFact(*row) for row in session.execute(
-        select(*_TARGET_COLUMNS).where(col(T.deployment_id).in_(deployment_ids)))]
-    # Upstream: other deployments' targets on the focus resources (deploymentDependency reads them).
-    neighbours = []
-    for chunk in _chunks(sorted({t[1] for t in focus})):
-        neighbours += [TargetFact(*row) for row in session.execute(select(*_TARGET_COLUMNS).where(
-            col(T.resource_id).in_(chunk), col(T.deployment_id).not_in(deployment_ids)))]
-    return _Scope(focus, siblings, neighbours)
+    total = session.execute(select(func.count()).where(col(T.deployment_id).in_(deployment_ids))).scalar_one()
+    return _Scope(focus, deployment_ids, whole=total == len(focus))
+
+
+def _siblings(session: Session, deployment_ids: Sequence[str], environment_ids: Sequence[str]) -> list[TargetFact]:
+    """The deployments' targets in these environments."""
+    where = [col(T.deployment_id).in_(deployment_ids), col(T.environment_id).in_(environment_ids)]
+    return [TargetFact(*row) for row in session.execute(select(*_TARGET_COLUMNS).where(*where))]
+
+
+def _neighbours(session: Session, scope: _Scope) -> list[TargetFact]:
+    """Other deployments' targets on the focus resources (deploymentDependency reads them)."""
+    elsewhere = col(T.deployment_id).not_in(scope.deployment_ids)
+    return [TargetFact(*row) for row in _query(session, _TARGET_COLUMNS, scope.resources_in(T.resource_id), elsewhere)]
+
+
+def _upstream_job_rows(session: Session, scope: _Scope) -> Iterator[Any]:
+    """The neighbours' successful jobs: their current versions."""
+    elsewhere = col(T.deployment_id).not_in(scope.deployment_ids)
+    neighbours = [col(J.release_target_id).in_(select(T.id).where(on_resource, elsewhere))
+                  for on_resource in scope.resources_in(T.resource_id)]
+    return _query(session, _JOB_COLUMNS, neighbours, J.status == JobStatus.SUCCESSFUL.value)
+
+
+def _sibling_job_rows(
+    session: Session, deployment_ids: Sequence[str], environment_ids: Sequence[str], version_ids: Sequence[str]
+) -> Iterator[Any]:
+    """The candidate versions' jobs on the deployments' targets in these environments."""
+    targets = select(T.id).where(col(T.deployment_id).in_(deployment_ids), col(T.environment_id).in_(environment_ids))
+    on_targets = col(J.release_target_id).in_(targets)
+    return _query(session, _JOB_COLUMNS, [col(J.version_id).in_(chunk) for chunk in _chunks(version_ids)], on_targets)
 
 
 def _candidate_ids(
-    focus: Sequence[Any], jobs: dict[str, tuple[JobFact, ...]], versions: dict[str, list[VersionFact]]
+    focus: Sequence[Any], jobs: Mapping[str, tuple[JobFact, ...]], versions: Mapping[str, tuple[VersionFact, ...]]
 ) -> list[str]:
     """The versions a focus target may be decided on: ready ones no older than the oldest current
     version among the focus targets of their deployment (there is no automatic downgrade), and any
@@ -204,48 +270,36 @@ def _candidate_ids(
     return sorted(wanted)
 
 
-def _sibling_job_rows(session: Session, deployment_ids: Sequence[str], version_ids: Sequence[str]) -> list[Any]:
-    """The candidate versions' jobs on every target of the focus deployments."""
-    targets = select(T.id).where(col(T.deployment_id).in_(deployment_ids))
-    rows: list[Any] = []
-    for chunk in _chunks(list(version_ids)):
-        rows += session.execute(select(*_JOB_COLUMNS).where(
-            col(J.version_id).in_(chunk), col(J.release_target_id).in_(targets.scalar_subquery()))).all()
-    return rows
-
-
-def _job_rows(session: Session, target_ids: Sequence[str]) -> list[Any]:
-    rows: list[Any] = []
-    for chunk in _chunks(list(target_ids)):
-        rows += session.execute(select(*_JOB_COLUMNS).where(col(J.release_target_id).in_(chunk))).all()
-    return rows
-
-
-def _facts(rows: Iterable[Any]) -> Iterator[JobFact]:
-    statuses = _STATUSES
-    for job_id, target_id, version_id, status, attempt, created_at, completed_at in rows:
-        yield JobFact(job_id, target_id, version_id, statuses[status], attempt, _utc(created_at),  # type: ignore[arg-type]
-                      _utc(completed_at))
-
-
 def _jobs_per_target(rows: Iterable[Any]) -> dict[str, tuple[JobFact, ...]]:
+    """Newest first."""
+    statuses = _STATUSES
     per_target: dict[str, list[JobFact]] = defaultdict(list)
-    for job in _facts(rows):
-        per_target[job.target_id].append(job)
+    for job_id, target_id, version_id, status, attempt, created_at, completed_at in rows:
+        per_target[target_id].append(JobFact(job_id, target_id, version_id, statuses[status], attempt,
+                                             _utc(created_at), _utc(completed_at)))  # type: ignore[arg-type]
     return {t: tuple(sorted(js, key=lambda j: (j.created_at, j.attempt), reverse=True)) for t, js in per_target.items()}
 
 
-def _resources(session: Session, resource_ids: Sequence[str]) -> dict[str, Doc]:
-    """Resource documents from the per-revision cache; only changed resources are read whole."""
-    revisions: list[Any] = []
-    for chunk in _chunks(resource_ids):
-        revisions += session.execute(select(ResourceRow.id, ResourceRow.revision).where(
-            col(ResourceRow.id).in_(chunk))).all()
+def _resources(session: Session, scope: _Scope) -> dict[str, Doc]:
+    """The focus resources' documents from the per-revision cache; only changed ones are read whole."""
+    revisions = _query(session, (ResourceRow.id, ResourceRow.revision), scope.resources_in(ResourceRow.id))
     docs = {rid: cached(rid, revision) for rid, revision in revisions}
-    missing = [rid for rid, doc in docs.items() if doc is None]
+    missing = sorted(rid for rid, doc in docs.items() if doc is None)
     for row in _rows_by_id(session, ResourceRow, missing):
         docs[row.id] = cached_doc(row.id, row.revision, resource_doc(row))
     return docs  # type: ignore[return-value]
+
+
+def _version(row: DeploymentVersionRow) -> VersionFact:
+    return VersionFact(
+        id=row.id,
+        deployment_id=row.deployment_id,
+        tag=row.tag,
+        status=VersionStatus(row.status),
+        created_at=row.created_at,
+        created_by=row.created_by,
+        doc=version_doc(row),
+    )
 
 
 def _rows_by_id(session: Session, row_type: type[Any], ids: Sequence[str]) -> list[Any]:
