@@ -78,7 +78,7 @@ def compile_selector(source: str, loc: tuple[str | int, ...] = ("body", "selecto
     except CelSyntaxError as exc:
         raise Invalid.one(
             loc,
-            f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}",
+            exc.described,
             "cel_syntax",
             expression=source,
             line=exc.line,
@@ -138,9 +138,8 @@ def _spec_problem(loc: tuple[str | int, ...], error: Any) -> Problem:
     that is the exception's context."""
     syntax = getattr(error.get("ctx", {}).get("error"), "__context__", None)
     if isinstance(syntax, CelSyntaxError):
-        message = f"invalid CEL at line {syntax.line}, column {syntax.column}: {syntax.message}"
         ctx = {"expression": syntax.expression, "line": syntax.line, "column": syntax.column}
-        return Problem(loc, message, "cel_syntax", ctx)
+        return Problem(loc, syntax.described, "cel_syntax", ctx)
     return Problem(loc, error["msg"], error["type"])
 
 

@@ -32,7 +32,16 @@ are serialised by a lock. Memo hits do not take it.
 from controller.cel.analysis import CelSyntaxError
 from controller.cel.memo import Projection
 from controller.cel.outcome import CelEvaluationError, Match
-from controller.cel.program import Program, compile_expression
+from controller.cel.program import Program, checked, compile_expression
 from controller.cel.values import Doc
 
-__all__ = ["CelEvaluationError", "CelSyntaxError", "Doc", "Match", "Program", "Projection", "compile_expression"]
+__all__ = [
+    "CelEvaluationError",
+    "CelSyntaxError",
+    "Doc",
+    "Match",
+    "Program",
+    "Projection",
+    "checked",
+    "compile_expression",
+]

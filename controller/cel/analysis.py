@@ -30,6 +30,11 @@ class CelSyntaxError(ValueError):
         self.column = column
         self.message = message
 
+    @property
+    def described(self) -> str:
+        """The one wording every 422 for invalid CEL uses."""
+        return f"invalid CEL at line {self.line}, column {self.column}: {self.message}"
+
 
 MACROS: Final = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _UNIMPLEMENTED_MACROS: Final = frozenset({"reduce", "min"})  # celpy parses them, cannot run them

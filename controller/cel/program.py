@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
-from controller.cel.analysis import operands
+from controller.cel.analysis import CelSyntaxError, operands
 from controller.cel.connective import Chain, Operand
 from controller.cel.engine import Compiled, build, build_part
 from controller.cel.escapes import guards
@@ -89,3 +89,14 @@ def compile_expression(source: str, variables: frozenset[str] | Iterable[str]) -
 @lru_cache(maxsize=1024)
 def _compile(source: str, variables: frozenset[str]) -> Program:
     return Program(source, variables)
+
+
+def checked(source: str, variables: frozenset[str] | Iterable[str]) -> str:
+    """``source`` if it compiles, else a ValueError for a pydantic field validator. Raised while
+    handling the CelSyntaxError, which stays its ``__context__`` (``controller.policy`` reads the
+    line and column from it)."""
+    try:
+        compile_expression(source, variables)
+    except CelSyntaxError as exc:
+        raise ValueError(exc.described) from None
+    return source

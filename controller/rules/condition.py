@@ -17,7 +17,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from controller.cel import CelSyntaxError, Doc, compile_expression
+from controller.cel import Doc, checked, compile_expression
 from controller.rules.verdict import Verdict
 
 VARIABLES = frozenset({"environment", "resource", "deployment", "version"})
@@ -34,11 +34,7 @@ class ConditionSpec(BaseModel):
     @field_validator("expression")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            compile_expression(value, VARIABLES)
-        except CelSyntaxError as exc:
-            raise ValueError(f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}") from None
-        return value
+        return checked(value, VARIABLES)
 
     @field_validator("reason")
     @classmethod

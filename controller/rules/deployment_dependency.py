@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic.alias_generators import to_camel
 
-from controller.cel import CelSyntaxError, Doc, compile_expression
+from controller.cel import Doc, checked, compile_expression
 from controller.rules.verdict import Verdict
 
 VARIABLES = frozenset({"deployment", "version"})
@@ -41,11 +41,7 @@ class DeploymentDependencySpec(BaseModel):
     @field_validator("depends_on")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            compile_expression(value, VARIABLES)
-        except CelSyntaxError as exc:
-            raise ValueError(f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}") from None
-        return value
+        return checked(value, VARIABLES)
 
 
 @dataclass(frozen=True)

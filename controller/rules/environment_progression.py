@@ -43,7 +43,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.cel import CelSyntaxError, Doc, compile_expression
+from controller.cel import Doc, checked, compile_expression
 from controller.facts import ACTIVE_JOB_STATUSES, JobFact, JobStatus
 from controller.rules.verdict import Status, Verdict
 
@@ -74,11 +74,7 @@ class EnvironmentProgressionSpec(BaseModel):
     @field_validator("depends_on_environment_selector")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            compile_expression(value, VARIABLES)
-        except CelSyntaxError as exc:
-            raise ValueError(f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}") from None
-        return value
+        return checked(value, VARIABLES)
 
     @field_validator("success_statuses")
     @classmethod

@@ -18,7 +18,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from controller.cel import CelSyntaxError, Doc, compile_expression
+from controller.cel import Doc, checked, compile_expression
 from controller.rules.verdict import Verdict
 
 VARIABLES = frozenset({"version", "environment", "resource", "deployment"})
@@ -33,11 +33,7 @@ class VersionSelectorSpec(BaseModel):
     @field_validator("selector")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        try:
-            compile_expression(value, VARIABLES)
-        except CelSyntaxError as exc:
-            raise ValueError(f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}") from None
-        return value
+        return checked(value, VARIABLES)
 
 
 def evaluate(spec: VersionSelectorSpec, *, activation: Mapping[str, Doc], now: datetime) -> Verdict:

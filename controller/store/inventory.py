@@ -98,7 +98,7 @@ def check_selector(source: str | None, field: str) -> str | None:
     except CelSyntaxError as exc:
         raise Invalid.one(
             ("body", field),
-            f"invalid CEL at line {exc.line}, column {exc.column}: {exc.message}",
+            exc.described,
             "cel_syntax",
             expression=source,
             line=exc.line,
