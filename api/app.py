@@ -3,6 +3,10 @@
 No import-time globals: everything a request needs hangs off ``app.state``, set up in the lifespan.
 Tests build an app with a ``FakeClock`` and an in-memory or throwaway database; ``releasegate serve``
 builds one from the environment.
+
+``settings.role`` picks what the app is: ``all`` (API and controller loop), ``api`` (no loop, so any
+number of stateless replicas) or ``controller`` (the loop, answering only ``/healthz``, ``/readyz`` and
+``/metrics``, so probes and scrapes work but nothing else is served by it).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI, Request, Response
+from sqlalchemy.exc import IntegrityError
 from starlette.middleware.base import RequestResponseEndpoint
 
 from api import errors
@@ -30,15 +35,19 @@ from api.routes import (
     release_targets,
     resources,
     systems,
+    verifications,
 )
 from controller.clock import Clock, SystemClock
 from controller.loop import Loop
+from controller.metrics import Metrics
 from controller.settings import Settings
 from controller.store.db import Store
 from controller.store.reconciler import Reconciler
 from controller.store.tokens import bootstrap_admin
 
 log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
 
 
 def create_app(
@@ -50,39 +59,66 @@ def create_app(
 ) -> FastAPI:
     settings = settings or Settings.from_env()
     clock = clock or SystemClock()
+    role = settings.role
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = store or Store.open(settings)
         app.state.clock = clock
         app.state.settings = settings
-        _bootstrap(app.state.store, settings, clock)
-        reconciler = Reconciler(
-            app.state.store,
-            batch_size=settings.reconcile_batch_size,
-            sweep_interval=timedelta(seconds=settings.sweep_interval_seconds),
-        )
-        loop = Loop(reconciler.run_pass, clock, interval_seconds=settings.loop_interval_seconds)
-        app.state.reconciler = reconciler
-        app.state.loop = loop
-        if run_loop:
-            loop.start()
+        app.state.metrics = Metrics(role=role.value, version=VERSION)
+        app.state.reconciler = app.state.loop = None  # an api process runs no loop
+        if role.serves_api:  # only processes that authenticate callers need the admin token
+            _bootstrap(app.state.store, settings, clock)
+        if role.runs_controller:
+            _controller(app, settings, clock, start=run_loop)
         try:
             yield
         finally:
-            loop.stop()
+            if app.state.loop is not None:
+                app.state.loop.stop()  # lets a running pass finish and commit
+                app.state.reconciler.close()
+            if store is None:
+                app.state.store.engine.dispose()
 
+    api = role.serves_api  # a controller process serves probes and metrics only: no API, no docs of one
     app = FastAPI(
         title="Releasegate",
-        version="0.1.0",
+        version=VERSION,
         summary="Declarative release gating: which version may deploy to which target, when, and why.",
         lifespan=lifespan,
+        docs_url="/docs" if api else None,
+        redoc_url="/redoc" if api else None,
+        openapi_url="/openapi.json" if api else None,
     )
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.middleware("http")(_nudge_after_writes)
+    app.include_router(health.router)
+    if api:
+        _include_api(app)
+    return app
+
+
+def _controller(app: FastAPI, settings: Settings, clock: Clock, *, start: bool) -> None:
+    """The reconciler and its loop on ``app.state``; started unless ``start`` is false (tests step it)."""
+    app.state.metrics.watch_jobs(app.state.store)
+    reconciler = Reconciler(
+        app.state.store,
+        batch_size=settings.reconcile_batch_size,
+        sweep_interval=timedelta(seconds=settings.sweep_interval_seconds),
+        clock=clock,
+    )
+    loop = Loop(reconciler.run_pass, clock, interval_seconds=settings.loop_interval_seconds,
+                observer=app.state.metrics)
+    app.state.reconciler = reconciler
+    app.state.loop = loop
+    if start:
+        loop.start()
+
+
+def _include_api(app: FastAPI) -> None:
     for router in (
-        health.router,
         systems.router,
         resources.router,
         environments.router,
@@ -90,6 +126,7 @@ def create_app(
         deployments.versions,
         job_agents.router,
         release_targets.router,
+        verifications.router,
         policies.router,
         jobs.jobs,
         jobs.agents,
@@ -102,12 +139,16 @@ def create_app(
         access.audit,
     ):
         app.include_router(router)
-    return app
 
 
 def _bootstrap(store: Store, settings: Settings, clock: Clock) -> None:
-    with store.transaction() as session:
-        generated = bootstrap_admin(session, settings.admin_token, clock.now())
+    try:
+        with store.transaction() as session:
+            generated = bootstrap_admin(session, settings.admin_token, clock.now())
+    except IntegrityError:
+        # Replicas starting together with the same admin token: another one stored it first.
+        log.info("bootstrap admin token already stored by another process")
+        return
     if generated:
         # Shown once: only its hash is stored.
         print(f"releasegate: generated admin token (shown once): {generated}", file=sys.stderr, flush=True)

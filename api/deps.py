@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Annotated
 
@@ -25,12 +25,18 @@ def get_store(request: Request) -> Store:
     return store
 
 
-def get_clock(request: Request) -> Clock:
+# Dependencies that do no I/O are ``async``: FastAPI runs a sync one in a worker thread, and the hop
+# costs more than the work (a gate call made seven of them).
+async def _store(request: Request) -> Store:
+    return get_store(request)
+
+
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def get_session(store: Annotated[Store, Depends(get_store)]) -> Iterator[Session]:
+def get_session(store: Annotated[Store, Depends(_store)]) -> Iterator[Session]:
     """Writes commit explicitly in the route, so a failed commit still becomes the response."""
     with store.session() as session:
         try:
@@ -55,10 +61,13 @@ def get_principal(
     return principal
 
 
-def require(capability: Capability) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.can(capability):
-            raise Forbidden(f"role {principal.role.value!r} may not {capability.value}")
+def require(capability: Capability, *alternatives: Capability) -> Callable[[Principal], Awaitable[Principal]]:
+    """The caller must hold ``capability`` (or one of the ``alternatives``)."""
+
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not any(principal.can(c) for c in (capability, *alternatives)):
+            wanted = " or ".join(c.value for c in (capability, *alternatives))
+            raise Forbidden(f"role {principal.role.value!r} may not {wanted}")
         return principal
 
     return check
@@ -69,7 +78,7 @@ Writer = Annotated[Principal, Depends(require(Capability.WRITE))]
 Admin = Annotated[Principal, Depends(require(Capability.ADMIN))]
 
 
-def now(clock: ClockDep) -> datetime:
+async def now(clock: ClockDep) -> datetime:
     """Read once per request."""
     return clock.now()
 
@@ -77,11 +86,11 @@ def now(clock: ClockDep) -> datetime:
 Now = Annotated[datetime, Depends(now)]
 
 
-def write_context(session: SessionDep, principal: Writer, at: Now) -> Context:
+async def write_context(session: SessionDep, principal: Writer, at: Now) -> Context:
     return Context(session, principal, at)
 
 
-def admin_context(session: SessionDep, principal: Admin, at: Now) -> Context:
+async def admin_context(session: SessionDep, principal: Admin, at: Now) -> Context:
     return Context(session, principal, at)
 
 

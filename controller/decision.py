@@ -30,7 +30,7 @@ from controller.cel import Doc, Projection
 from controller.engine import Engine, Subject
 from controller.facts import ACTIVE_JOB_STATUSES, TargetFact, VersionFact, VersionStatus
 from controller.policy import AppliedRule, Enforcement, Merged, Policy, merge
-from controller.rules import deployment_window, environment_progression, retry
+from controller.rules import deployment_dependency, deployment_window, environment_progression, gradual_rollout, retry
 from controller.rules.registry import RULE_TYPES
 from controller.rules.verdict import Status, Verdict
 from controller.snapshot import OverrideFact, RedeployRequest, Snapshot
@@ -253,19 +253,39 @@ def matched_policies(engine: Engine, target: TargetFact) -> list[Policy]:
     return [p for p in engine.snapshot.policies if p.enabled and p.selector.test(activation)]
 
 
-def environments_read(
+@dataclass(frozen=True)
+class Reads:
+    """What deciding some targets reads beyond their own facts. The store loads only this for a
+    partial focus (one target's explain or gate call, a batch): nothing else can change the decision."""
+
+    # Of its deployment's targets: those of its own environment when a gradualRollout orders them...
+    rollout_environments: frozenset[str] = frozenset()
+    # ...and those (with their jobs) of the environments its progression rules depend on.
+    dependency_environments: frozenset[str] = frozenset()
+    # Other deployments' targets on its resource, with their current versions (deploymentDependency).
+    upstream: bool = False
+
+    def __or__(self, other: Reads) -> Reads:
+        return Reads(self.rollout_environments | other.rollout_environments,
+                     self.dependency_environments | other.dependency_environments, self.upstream or other.upstream)
+
+
+def reads(
     policies: Iterable[Policy], activation: Mapping[str, Doc], environment_id: str, others: Mapping[str, Doc]
-) -> set[str]:
-    """The environments of its deployment whose targets deciding a target reads: its own (rollout
-    order) and those its progression rules depend on, among the system's ``others``. The store
-    loads only these to explain one target; the deployment's other targets cannot change it."""
-    read = {environment_id}
+) -> Reads:
+    """What deciding the target of ``activation`` (in ``environment_id``) reads, given the policies
+    that match it; progression's dependencies are found among the system's environments, ``others``."""
+    rollout, upstream = False, False
+    dependencies: set[str] = set()
     for policy in policies:
         if policy.enabled and policy.selector.test(activation):
             for spec in (r.spec for r in policy.rules):
                 if isinstance(spec, environment_progression.EnvironmentProgressionSpec):
-                    read |= {env_id for env_id, env in others.items() if environment_progression.depends_on(spec, env)}
-    return read
+                    dependencies |= {env_id for env_id, env in others.items()
+                                     if env_id != environment_id and environment_progression.depends_on(spec, env)}
+                rollout = rollout or isinstance(spec, gradual_rollout.GradualRolloutSpec)
+                upstream = upstream or isinstance(spec, deployment_dependency.DeploymentDependencySpec)
+    return Reads(frozenset({environment_id} if rollout else ()), frozenset(dependencies), upstream)
 
 
 def _candidates(
@@ -426,7 +446,8 @@ def _job_eligibility(
     applied = merged.singles.get("retry")
     spec = applied.rule.spec if applied is not None else retry.DEFAULT_NO_RETRY
     assert isinstance(spec, retry.RetrySpec)
-    verdict = retry.evaluate(spec, version_id=desired.id, target_jobs=[j for j in jobs if j.status not in ACTIVE_JOB_STATUSES], now=now)
+    finished = [j for j in jobs if j.status not in ACTIVE_JOB_STATUSES]
+    verdict = retry.evaluate(spec, version_id=desired.id, target_jobs=finished, now=now)
     verdicts.append(RuleVerdict("retry", verdict, Enforcement.BLOCK, applied.policy if applied else None,
                                 applied.rule.id if applied else None))
     return tuple(verdicts)
@@ -611,7 +632,9 @@ def document(decision: Decision) -> dict[str, Any]:
             for c in decision.candidates
         ],
         "jobEligibility": [rv.document() for rv in decision.job_verdicts],
-        "policies": [{"id": p.id, "name": p.name, "revision": p.revision, "priority": p.priority} for p in decision.policies],
+        "policies": [
+            {"id": p.id, "name": p.name, "revision": p.revision, "priority": p.priority} for p in decision.policies
+        ],
         "overriddenRules": [
             {"policyId": a.policy.id, "policyName": a.policy.name, "ruleId": a.rule.id, "ruleType": a.rule.type}
             for a in decision.overridden

@@ -70,8 +70,10 @@ class JobFact:
     attempt: int
     created_at: datetime
     completed_at: datetime | None = None
-    # None: no verification configured/run; otherwise "running", "passed", "failed", "inconclusive".
+    # None: no verification run; otherwise "running", "passed", "failed" or "inconclusive" (the worst
+    # of the job's runs), and when it passed.
     verification: str | None = None
+    verified_at: datetime | None = None
 
 
 @dataclass(frozen=True)

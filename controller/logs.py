@@ -7,9 +7,10 @@ import logging
 from datetime import UTC, datetime
 
 # Libraries that narrate routine work at INFO: celpy prints every transpiled program, APScheduler
-# every tick. Their warnings still come through.
-QUIET = ("celpy", "apscheduler")
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# every tick, Alembic every plugin it loads. Their warnings still come through.
+QUIET = ("celpy", "apscheduler", "alembic.runtime.plugins")
+# uvicorn adds ``color_message`` (the event again, with terminal colour codes) to some records.
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

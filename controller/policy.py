@@ -6,7 +6,8 @@ checked), so the loop never meets a rule it cannot evaluate. Ctrlplane's rule bo
 (``policyId``, ``createdAt``) are accepted and dropped, so its policy files load unchanged.
 
 Merging (SPEC §3): every rule of every matched policy is a gate (AND), except single-behaviour
-types, where only the rule of the highest-priority policy applies (ties: policy name ascending).
+types, where only the rule of the highest-priority policy applies (ties: policy name ascending),
+and effects (``verification``), which every matched policy contributes but which gate nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Merged:
     gates: tuple[AppliedRule, ...]
     singles: Mapping[str, AppliedRule]
     overridden: tuple[AppliedRule, ...] = field(default=())
+    effects: tuple[AppliedRule, ...] = field(default=())  # rules that act after a deploy, never gate one
 
 
 def compile_selector(source: str, loc: tuple[str | int, ...] = ("body", "selector")) -> Program:
@@ -119,6 +121,8 @@ def parse_rule(item: Any, loc: tuple[str | int, ...]) -> Rule:
     enforcement = item.get("enforcement", Enforcement.BLOCK.value)
     if enforcement not in {e.value for e in Enforcement}:
         raise Invalid.one((*loc, "enforcement"), "must be 'block' or 'warn'")
+    if RULE_TYPES[key].effect and enforcement != Enforcement.BLOCK.value:
+        raise Invalid.one((*loc, "enforcement"), f"{key} gates nothing, so it has no 'warn' mode")
     rule_id = item.get("id") or new_id()
     if not isinstance(rule_id, str) or len(rule_id) > 128:
         raise Invalid.one((*loc, "id"), "must be a string of at most 128 characters")
@@ -152,13 +156,16 @@ def merge(policies: Iterable[Policy]) -> Merged:
     gates: list[AppliedRule] = []
     singles: dict[str, AppliedRule] = {}
     overridden: list[AppliedRule] = []
+    effects: list[AppliedRule] = []
     for policy in sorted(policies, key=policy_order):
         for rule in policy.rules:
             applied = AppliedRule(policy, rule)
-            if not RULE_TYPES[rule.type].single:
+            if RULE_TYPES[rule.type].effect:
+                effects.append(applied)
+            elif not RULE_TYPES[rule.type].single:
                 gates.append(applied)
             elif rule.type in singles:
                 overridden.append(applied)
             else:
                 singles[rule.type] = applied
-    return Merged(tuple(gates), singles, tuple(overridden))
+    return Merged(tuple(gates), singles, tuple(overridden), tuple(effects))

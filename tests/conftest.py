@@ -20,6 +20,7 @@ from controller.settings import Settings
 from controller.store.db import Store
 from tests.pg_fixtures import PgServer, pg_cluster, pg_url  # noqa: F401
 from tests.pgcluster import unique_db_name
+from tests.probe_servers import PrometheusServer, ScriptedServer
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # a Monday, 09:00 in New York
 ADMIN_TOKEN = "rg_test-admin-token-0123456789"
@@ -78,3 +79,19 @@ def client(settings: Settings, store: Store, clock: FakeClock) -> Iterator[TestC
     app = create_app(settings, clock=clock, store=store, run_loop=False)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def health() -> Iterator[ScriptedServer]:
+    """A real HTTP server on 127.0.0.1 whose health answers the test scripts."""
+    server = ScriptedServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def prometheus() -> Iterator[PrometheusServer]:
+    """A real HTTP server on 127.0.0.1 speaking the Prometheus instant-query API."""
+    server = PrometheusServer()
+    yield server
+    server.close()

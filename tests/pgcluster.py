@@ -468,11 +468,32 @@ class ThrowawayCluster(_PgServer):
         self.startup_seconds = time.monotonic() - t0
         return self
 
-    def _start_server(self) -> None:
+    def halt(self) -> None:
+        """Stop the server process (immediate mode: like a crash), keeping the cluster and its port.
+
+        Open connections break at once; new ones are refused until ``resume()``.
+        """
+        if not self._started:
+            raise RuntimeError("server not started")
+        self._pg_ctl_stop()
+
+    def resume(self) -> None:
+        """Start a halted server again on the same port, so existing URLs keep working."""
+        if not self._started or self.port is None:
+            raise RuntimeError("server not started")
+        self._start_server(port=self.port)
+
+    def restart(self) -> None:
+        """``halt()`` then ``resume()``: every client connection breaks; the data stays."""
+        self.halt()
+        self.resume()
+
+    def _start_server(self, port: int | None = None) -> None:
         assert self.bindir is not None
         last_error: PostgresUnavailable | None = None
         for _attempt in range(5):
-            port = free_port()
+            if port is None:
+                port = free_port()
             opts = (
                 f"-c listen_addresses=127.0.0.1 -p {port} -k {shlex.quote(str(self.socketdir))} "
                 f"{_SERVER_SETTINGS}"
@@ -497,9 +518,12 @@ class ThrowawayCluster(_PgServer):
                 )
             except PostgresUnavailable as exc:
                 last_error = exc
-                # Lost a race for the port (xdist workers, other services): retry.
+                # Lost a race for the port (xdist workers, other services): retry, on a new port
+                # unless this is a resume, whose clients know the old one.
                 if "could not bind" in str(exc) or "already in use" in str(exc):
                     self._pg_ctl_stop()
+                    if port != self.port:
+                        port = None
                     continue
                 raise
             self.port = port

@@ -1,10 +1,15 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics: the routes every role serves, without a token.
+
+``/readyz`` checks the database and, in a process that runs the controller loop, that the loop is
+running; an ``api`` process has no loop and does not report one. ``/metrics`` renders the app's own
+registry (``controller.metrics``).
+"""
 
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api.deps import get_store
@@ -24,16 +29,17 @@ def readyz(request: Request) -> Any:
         with get_store(request).engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:  # readiness reports any failure; it must not raise
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure; it must not raise
         checks["database"] = f"error: {type(exc).__name__}"
     loop = getattr(request.app.state, "loop", None)
     if loop is not None:
         checks["controller"] = "ok" if loop.running else "stopped"
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ok" if ready else "unavailable", "checks": checks}
+    body = {"status": "ok" if ready else "unavailable", "role": request.app.state.settings.role.value,
+            "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", operation_id="metrics")
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """Jobs for pull agents, the go/no-go gate, redeploys and the decision log."""
 
 import math
+import time
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -34,9 +35,16 @@ from controller.store.inventory import Context
 from controller.store.repo import get_row
 from controller.store.tables import DecisionRow, JobAgentRow, JobRow, ReleaseTargetRow
 
+
+async def _gate_started(request: Request) -> None:
+    """A router dependency runs before the route's own (authentication included): the gate's latency
+    metric covers the whole handling. ``async``: a sync one would cost a worker-thread hop."""
+    request.state.gate_started = time.perf_counter()
+
+
 jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 agents = APIRouter(prefix="/v1/job-agents", tags=["job agents"])
-gate = APIRouter(prefix="/v1/gate", tags=["gate"])
+gate = APIRouter(prefix="/v1/gate", tags=["gate"], dependencies=[Depends(_gate_started)])
 targets = APIRouter(prefix="/v1/release-targets", tags=["release targets"])
 decisions = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 Caller = Annotated[Principal, Depends(get_principal)]
@@ -118,6 +126,7 @@ def go_no_go(body: GateRequest, request: Request, response: Response, session: S
     target = resolve_target(session, body.deployment, body.environment, body.resource)
     version = resolve_version(session, target.deployment_id, body.version)
     result = run_gate(Context(session, caller, at), target, version, lease(request))
+    session.commit()  # before the answer is built: a `go` holds the write lock (SQLite) until here
     decision = result.decision
     answer: dict[str, Any] = {
         "outcome": decision.outcome.value,
@@ -128,12 +137,12 @@ def go_no_go(body: GateRequest, request: Request, response: Response, session: S
         "decision": document(decision),
         "job": job_store.context(session, result.job) if result.job is not None else None,
     }
-    session.commit()
     if decision.outcome is Outcome.WAIT:
         hint = decision.eligible_at or decision.next_evaluation_at
         seconds = max(1, math.ceil((hint - at).total_seconds())) if hint else DEFAULT_RETRY_AFTER
         answer["retryAfterSeconds"] = seconds
         response.headers["Retry-After"] = str(seconds)
+    request.app.state.metrics.gate_answered(decision.outcome.value, time.perf_counter() - request.state.gate_started)
     return answer
 
 

@@ -13,7 +13,8 @@ from api.schemas.policy import DecisionPublic
 from controller.decision import decide, document
 from controller.errors import Invalid
 from controller.snapshot import Snapshot
-from controller.store.documents import release_target_doc
+from controller.store import verifications
+from controller.store.documents import release_target_doc, verification_doc
 from controller.store.facts import load_snapshot
 from controller.store.repo import get_row
 from controller.store.tables import ReleaseTargetRow
@@ -56,7 +57,15 @@ def explain(
     target = get_row(session, ReleaseTargetRow, key, "release target")
     snapshot = load_snapshot(session, [target.id])
     version_id = _version_id(snapshot, target.deployment_id, version) if version is not None else None
-    return document(decide(snapshot, target.id, (at or now).astimezone(UTC), version_id=version_id))
+    explained = document(decide(snapshot, target.id, (at or now).astimezone(UTC), version_id=version_id))
+    current = snapshot.current_job(target.id)
+    if current is not None:
+        runs = verifications.for_job(session, current.id)
+        explained["verification"] = {
+            "jobId": current.id, "versionId": current.version_id, "status": current.verification,
+            "verifiedAt": current.verified_at, "runs": [verification_doc(r) for r in runs],
+        }
+    return explained
 
 
 def _version_id(snapshot: Snapshot, deployment_id: str, key: str) -> str:

@@ -31,6 +31,8 @@ class JobPublic(Schema):
     started_at: datetime | None
     completed_at: datetime | None
     lease_expires_at: datetime | None
+    verification: Literal["running", "passed", "failed", "inconclusive"] | None = None
+    verified_at: datetime | None = None
 
 
 class JobContext(JobPublic):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from api.schemas.base import Body, Metadata, Name, Patch, Public, Schema, Selector, Text
+from api.schemas.verification import VerificationPublic
+from controller.rules.registry import RULE_TYPES
 
 Priority = Field(default=0, ge=-1_000_000, le=1_000_000)
 Rules: list[dict[str, Any]] = Field(
@@ -89,13 +92,23 @@ class PendingApproval(Schema):
     targets: int
 
 
+def _gating_rule_type(value: str) -> str:
+    """An override opens gates: a name that is no gate would make it cover nothing, silently."""
+    gates = [key for key, kind in RULE_TYPES.items() if not kind.effect]
+    if value not in gates:
+        raise PydanticCustomError("unknown_rule_type", "{value!r} is not a gating rule type (known: {known})",
+                                  {"value": value, "known": ", ".join(gates)})
+    return value
+
+
 class OverrideCreate(Body):
     version_id: str = Field(max_length=64)
     environment_id: str | None = Field(default=None, max_length=64)
     resource_id: str | None = Field(default=None, max_length=64)
     policy_id: str | None = Field(default=None, max_length=64)
-    rule_types: list[Name] | None = Field(default=None, max_length=20)
-    reason: Text = Field(min_length=1)
+    rule_types: list[Annotated[str, AfterValidator(_gating_rule_type)]] | None = Field(
+        default=None, min_length=1, max_length=20, description="omit to override every gate")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4096)]
     expires_at: AwareDatetime
 
 
@@ -140,6 +153,14 @@ class CandidatePublic(Schema):
     verdicts: list[VerdictPublic]
 
 
+class CurrentVerification(Schema):
+    job_id: str
+    version_id: str
+    status: Literal["running", "passed", "failed", "inconclusive"] | None
+    verified_at: datetime | None
+    runs: list[VerificationPublic]
+
+
 class DecisionPublic(Schema):
     decision_id: str
     release_target_id: str
@@ -157,3 +178,5 @@ class DecisionPublic(Schema):
     job_eligibility: list[VerdictPublic]
     policies: list[dict[str, Any]]
     overridden_rules: list[dict[str, Any]]
+    verification: CurrentVerification | None = Field(
+        default=None, description="the current version's verification runs (as they stand now, whatever `at`)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -55,11 +56,6 @@ def _evaluate_present(
     approvals: Sequence[ApprovalFact], spec: AnyApprovalSpec, version_created_by: str | None, now: datetime
 ) -> Verdict:
     latest = _latest_per_user(approvals)
-    rejected = sorted(a.user for a in latest if a.status == ApprovalStatus.REJECTED)
-    if rejected:
-        return Verdict.denied(
-            "ApprovalRejected", f"rejected by {', '.join(rejected)}", details={"rejectedBy": rejected}
-        )
     eligible = [
         a.created_at
         for a in latest
@@ -68,7 +64,12 @@ def _evaluate_present(
     expiry = spec.expiry
     live = sorted(at for at in eligible if expiry is None or at + expiry > now)
     need, have = spec.min_approvals, len(live)
-    details = {"approved": have, "required": need}
+    details: dict[str, Any] = {"approved": have, "required": need}
+    rejected = sorted(a.user for a in latest if a.status == ApprovalStatus.REJECTED)
+    if rejected:  # a veto: the count is kept for whoever looks, but no number of approvals lifts it
+        return Verdict.denied(
+            "ApprovalRejected", f"rejected by {', '.join(rejected)}", details=details | {"rejectedBy": rejected}
+        )
     if have < need:
         return Verdict.pending("AwaitingApproval", f"{have}/{need} approvals", details=details)
     lapse_at = None if expiry is None else live[have - need] + expiry

@@ -205,7 +205,8 @@ def progress(
         times = success_times(spec, env)
     required = spec.required(total)
     succeeded = bisect_right(times, now)  # the times are sorted
-    counted = f"{name}: {succeeded} of {total} targets succeeded, {required} required"
+    verified = " with verification passed" if spec.require_verification_passed else ""
+    counted = f"{name}: {succeeded} of {total} targets succeeded{verified}, {required} required"
     awaiting = Progress(
         env.environment, Status.PENDING, "AwaitingUpstreamSuccess", counted, succeeded, required, total
     )
@@ -243,14 +244,16 @@ def _timed(spec: EnvironmentProgressionSpec, counted: Progress, kth: datetime, n
 
 
 def _success_at(spec: EnvironmentProgressionSpec, jobs: Sequence[JobFact]) -> datetime | None:
-    """Earliest completion of a job in a success status (and verified, if required). A job
-    without a completion time counts from its creation."""
+    """Earliest completion of a job in a success status. A job without a completion time counts
+    from its creation. When verification is required, only a passed one counts, from when it passed."""
+    if not spec.require_verification_passed:
+        return min((job.completed_at or job.created_at for job in jobs if job.status in spec.success_statuses),
+                   default=None)
     return min(
         (
-            job.completed_at or job.created_at
+            max(job.completed_at or job.created_at, job.verified_at or job.created_at)
             for job in jobs
-            if job.status in spec.success_statuses
-            and (not spec.require_verification_passed or job.verification == "passed")
+            if job.status in spec.success_statuses and job.verification == "passed"
         ),
         default=None,
     )

@@ -3,6 +3,7 @@
 ``single``: only the highest-priority matched policy's rule applies (SPEC §3).
 ``version_level``: its ``satisfiedAt`` starts a gradual rollout (SPEC §4).
 ``job_gate``: checked when a job is about to be created, not when choosing the desired version.
+``effect``: not a gate at all; it acts after a deploy (``verification`` measures a successful job).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from controller.rules.environment_progression import EnvironmentProgressionSpec
 from controller.rules.gradual_rollout import GradualRolloutSpec
 from controller.rules.retry import RetrySpec
 from controller.rules.version_cooldown import VersionCooldownSpec
+from controller.rules.verification import VerificationSpec
 from controller.rules.version_selector import VersionSelectorSpec
 
 
@@ -29,6 +31,7 @@ class RuleType:
     single: bool = False
     version_level: bool = False
     job_gate: bool = False
+    effect: bool = False
 
 
 RULE_TYPES: dict[str, RuleType] = {
@@ -43,5 +46,6 @@ RULE_TYPES: dict[str, RuleType] = {
         RuleType("versionSelector", VersionSelectorSpec),
         RuleType("deploymentDependency", DeploymentDependencySpec),
         RuleType("condition", ConditionSpec),
+        RuleType("verification", VerificationSpec, effect=True),
     )
 }

@@ -39,12 +39,16 @@ def _reference(ctx: Context, row_type: type[Any], key: str, field: str, entity: 
     return row
 
 
-def submit_approval(ctx: Context, version_id: str, environment_id: str, status: str, reason: str) -> ApprovalRow:
-    version = _reference(ctx, DeploymentVersionRow, version_id, "versionId", "version")
-    environment = _reference(ctx, EnvironmentRow, environment_id, "environmentId", "environment")
+def _same_system(ctx: Context, version: DeploymentVersionRow, environment: EnvironmentRow) -> None:
+    """A version deploys only to its own system's environments: naming another's would gate nothing."""
     deployment = ctx.session.get(DeploymentRow, version.deployment_id)
     if deployment is None or deployment.system_id != environment.system_id:
         raise Invalid.one(("body", "environmentId"), "the environment is not in the version's system")
+
+
+def submit_approval(ctx: Context, version_id: str, environment_id: str, status: str, reason: str) -> ApprovalRow:
+    version = _reference(ctx, DeploymentVersionRow, version_id, "versionId", "version")
+    _same_system(ctx, version, _reference(ctx, EnvironmentRow, environment_id, "environmentId", "environment"))
     existing = ctx.session.exec(
         select(ApprovalRow).where(
             ApprovalRow.version_id == version_id,
@@ -72,7 +76,7 @@ def submit_approval(ctx: Context, version_id: str, environment_id: str, status: 
 
 
 def create_override(ctx: Context, fields: Mapping[str, Any]) -> OverrideRow:
-    _reference(ctx, DeploymentVersionRow, fields["version_id"], "versionId", "version")
+    version = _reference(ctx, DeploymentVersionRow, fields["version_id"], "versionId", "version")
     for key, row_type, field, entity in (
         ("environment_id", EnvironmentRow, "environmentId", "environment"),
         ("resource_id", ResourceRow, "resourceId", "resource"),
@@ -80,6 +84,8 @@ def create_override(ctx: Context, fields: Mapping[str, Any]) -> OverrideRow:
     ):
         if fields.get(key) is not None:
             _reference(ctx, row_type, fields[key], field, entity)
+    if fields.get("environment_id") is not None:
+        _same_system(ctx, version, ctx.session.get(EnvironmentRow, fields["environment_id"]))
     expires_at: datetime = fields["expires_at"]
     if expires_at <= ctx.now:
         raise Invalid.one(("body", "expiresAt"), "must be in the future")

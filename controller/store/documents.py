@@ -15,12 +15,14 @@ from controller.store.tables import (
     EnvironmentRow,
     JobAgentRow,
     JobRow,
+    MeasurementRow,
     OverrideRow,
     PolicyRow,
     ReleaseTargetRow,
     ResourceRow,
     SystemRow,
     TokenRow,
+    VerificationRunRow,
 )
 
 Document = dict[str, Any]
@@ -183,4 +185,42 @@ def job_doc(row: JobRow) -> Document:
         "startedAt": row.started_at,
         "completedAt": row.completed_at,
         "leaseExpiresAt": row.lease_expires_at,
+        "verification": row.verification,
+        "verifiedAt": row.verified_at,
+    }
+
+
+def verification_doc(row: VerificationRunRow) -> Document:
+    return {
+        "id": row.id,
+        "jobId": row.job_id,
+        "releaseTargetId": row.release_target_id,
+        "versionId": row.version_id,
+        "policyId": row.policy_id,
+        "policyRevision": row.policy_revision,
+        "ruleId": row.rule_id,
+        "status": row.status,
+        "message": row.message,
+        "metrics": row.metrics,
+        "onFailure": row.spec.get("onFailure", "none"),
+        "rollbackVersionId": row.rollback_version_id,
+        "resolvedBy": row.resolved_by,
+        "resolvedReason": row.resolved_reason,
+        "nextMeasurementAt": row.next_measurement_at,
+        "startedAt": row.started_at,
+        "completedAt": row.completed_at,
+        "updatedAt": row.updated_at,
+    }
+
+
+def measurement_doc(row: MeasurementRow, metric_name: str) -> Document:
+    return {
+        "id": row.id,
+        "metric": metric_name,
+        "seq": row.seq,
+        "status": row.status,
+        "message": row.message,
+        "result": row.result,
+        "durationMs": row.duration_ms,
+        "measuredAt": row.measured_at,
     }

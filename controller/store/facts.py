@@ -18,17 +18,18 @@ Must not: decide anything, or write.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from itertools import chain
 from typing import Any, TypeVar
 
-from sqlalchemy import String, func, type_coerce
+from sqlalchemy import String, bindparam, func, type_coerce
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
-from controller.decision import environments_read
+from controller.decision import Reads, reads
 from controller.facts import (
     ApprovalFact,
     ApprovalStatus,
@@ -39,6 +40,7 @@ from controller.facts import (
     VersionStatus,
 )
 from controller.policy import Policy
+from controller.rules.deployment_dependency import DeploymentDependencySpec
 from controller.snapshot import OverrideFact, RedeployRequest, Snapshot, current_job
 from controller.store.doc_cache import cached, cached_doc
 from controller.store.documents import deployment_doc, environment_doc, resource_doc, version_doc
@@ -71,7 +73,7 @@ _TARGET_COLUMNS: tuple[Any, ...] = (T.id, T.resource_id, T.environment_id, T.dep
 _FOCUS_COLUMNS: tuple[Any, ...] = (*_TARGET_COLUMNS, T.requested_version_id, T.requested_by, T.requested_reason,
                   _instant(T.requested_at))
 _JOB_COLUMNS: tuple[Any, ...] = (J.id, J.release_target_id, J.version_id, J.status, J.attempt, _instant(J.created_at),
-                _instant(J.completed_at))
+                _instant(J.completed_at), J.verification, _instant(J.verified_at))
 
 
 def _utc(value: str | datetime | None) -> datetime | None:
@@ -85,9 +87,62 @@ def _utc(value: str | datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+def _chunks(values: Sequence[str]) -> Iterable[list[str]]:
     for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
+        yield list(values[start : start + CHUNK])
+
+
+# Statements are built once, with expanding parameters: building and keying a SELECT costs several
+# times what SQLite takes to run a small one, and a gate call or an explain runs a dozen of them.
+def _many(name: str = "ids") -> Any:
+    return bindparam(name, expanding=True)
+
+
+@dataclass(frozen=True)
+class _Scoped:
+    """One query over the focus targets (``of="targets"``) or their resources, in two forms: over id
+    lists, run once per chunk (a partial focus), or over the focus deployments' targets (a whole one)."""
+
+    partial: Any
+    whole: Any
+    of: str = "targets"
+
+
+def _scoped(columns: Sequence[Any], column: Any, *where: Any, of: str = "targets") -> _Scoped:
+    picked = T.id if of == "targets" else T.resource_id
+    every = select(picked).where(col(T.deployment_id).in_(_many("deployments")))
+    return _Scoped(select(*columns).where(col(column).in_(_many()), *where),
+                   select(*columns).where(col(column).in_(every), *where), of)
+
+
+_ELSEWHERE = col(T.deployment_id).not_in(_many("deployments"))
+
+
+def _upstream(resources: Any) -> Any:
+    """The successful jobs (current versions) of other deployments' targets on these resources."""
+    neighbours = select(T.id).where(col(T.resource_id).in_(resources), _ELSEWHERE)
+    return select(*_JOB_COLUMNS).where(col(J.release_target_id).in_(neighbours), J.status == JobStatus.SUCCESSFUL.value)
+
+
+_FOCUS = select(*_FOCUS_COLUMNS).where(col(T.id).in_(_many()))
+_TARGET_COUNT = select(func.count()).where(col(T.deployment_id).in_(_many("deployments")))
+_FOCUS_JOBS = _scoped(_JOB_COLUMNS, J.release_target_id)
+_RESOURCE_REVISIONS = _scoped((ResourceRow.id, ResourceRow.revision), ResourceRow.id, of="resources")
+_NEIGHBOURS = _scoped(_TARGET_COLUMNS, T.resource_id, _ELSEWHERE, of="resources")
+_UPSTREAM_JOBS = _Scoped(
+    _upstream(_many()),
+    _upstream(select(T.resource_id).where(col(T.deployment_id).in_(_many("deployments")))),
+    of="resources",
+)
+_IN_ENVIRONMENTS = (col(T.deployment_id).in_(_many("deployments")), col(T.environment_id).in_(_many("environments")))
+_SIBLINGS = select(*_TARGET_COLUMNS).where(*_IN_ENVIRONMENTS)
+_SIBLING_JOBS = select(*_JOB_COLUMNS).where(col(J.version_id).in_(_many()),
+                                            col(J.release_target_id).in_(select(T.id).where(*_IN_ENVIRONMENTS)))
+
+
+@cache
+def _rows_where_in(row_type: Any, column: str) -> Any:
+    return select(row_type).where(col(getattr(row_type, column)).in_(_many()))
 
 
 @dataclass(frozen=True)
@@ -98,55 +153,57 @@ class _Scope:
     deployment_ids: list[str]
     whole: bool  # the focus is every target of its deployments (a full pass)
 
-    def targets_in(self, column: Any) -> list[Any]:
-        """``column`` among the focus target ids, as conditions (one per query)."""
+    def rows(self, session: Session, query: _Scoped) -> list[Any]:
+        """``query`` over the focus targets or their resources, as Core rows: the ORM's per-row
+        bookkeeping is wasted on column tuples."""
+        connection = session.connection()
         if self.whole:
-            return [col(column).in_(select(T.id).where(col(T.deployment_id).in_(self.deployment_ids)))]
-        return [col(column).in_(chunk) for chunk in _chunks([t[0] for t in self.focus])]
-
-    def resources_in(self, column: Any) -> list[Any]:
-        """``column`` among the focus targets' resource ids, as conditions (one per query)."""
-        if self.whole:
-            return [col(column).in_(select(T.resource_id).where(col(T.deployment_id).in_(self.deployment_ids)))]
-        return [col(column).in_(chunk) for chunk in _chunks(sorted({t[1] for t in self.focus}))]
+            return list(connection.execute(query.whole, {"deployments": self.deployment_ids}))
+        keys = [t[0] for t in self.focus] if query.of == "targets" else sorted({t[1] for t in self.focus})
+        return [row for chunk in _chunks(keys)
+                for row in connection.execute(query.partial, {"ids": chunk, "deployments": self.deployment_ids})]
 
 
 def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
+    session.flush()  # bulk reads go to the connection, past the session's autoflush
     scope = _scope(session, focus_ids)
-    neighbours = _neighbours(session, scope)
-    deployments = {r.id: r for r in _rows_by_id(session, DeploymentRow, sorted(
-        {*scope.deployment_ids, *(t.deployment_id for t in neighbours)}))}
+    deployments = {r.id: r for r in _rows_by_id(session, DeploymentRow, scope.deployment_ids)}
     system_ids = sorted({deployments[d].system_id for d in scope.deployment_ids})
-    environments = sorted(session.exec(select(EnvironmentRow).where(col(EnvironmentRow.system_id).in_(system_ids))),
-                          key=lambda e: e.name)
+    environments = sorted(_select_in(session, EnvironmentRow, "system_id", system_ids), key=lambda e: e.name)
     policies = load_policies(session)
     docs = _Documents(
         resources=_resources(session, scope),
         environments={e.id: Doc(environment_doc(e)) for e in environments},
         deployments={d.id: Doc(deployment_doc(d)) for d in deployments.values()},
     )
-    versions = sorted((_version(v) for v in _select_in(
-        session, DeploymentVersionRow, DeploymentVersionRow.deployment_id, scope.deployment_ids)),
-        key=lambda v: (v.created_at, v.id), reverse=True)
+    needs = _reads(scope, policies, docs)
+    neighbours = _neighbours(session, scope) if needs.upstream else []
+    upstream_deployments = sorted({t.deployment_id for t in neighbours} - deployments.keys())
+    for row in _rows_by_id(session, DeploymentRow, upstream_deployments):
+        deployments[row.id] = row
+        docs.deployments[row.id] = Doc(deployment_doc(row))
+    version_rows = _select_in(session, DeploymentVersionRow, "deployment_id", scope.deployment_ids)
+    versions = sorted((_version(v) for v in version_rows), key=lambda v: (v.created_at, v.id), reverse=True)
     by_deployment = _grouped((v.deployment_id, v) for v in versions)
 
-    jobs = _jobs_per_target(_query(session, _JOB_COLUMNS, scope.targets_in(J.release_target_id)))  # full history
+    jobs = _jobs_per_target(scope.rows(session, _FOCUS_JOBS))  # full history
     candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment)
+    upstream_rows = scope.rows(session, _UPSTREAM_JOBS) if needs.upstream else []
     if scope.whole:
         siblings = [_target(row) for row in scope.focus]
-        jobs |= _jobs_per_target(_upstream_job_rows(session, scope))
+        jobs |= _jobs_per_target(upstream_rows)
     else:
-        read = sorted(_environments_read(scope, policies, docs))
-        siblings = _siblings(session, scope.deployment_ids, read)
+        counted = sorted(needs.dependency_environments)
+        siblings = _siblings(session, scope.deployment_ids, sorted(needs.rollout_environments | set(counted)))
         focus_set = {t[0] for t in scope.focus}
-        rows = _sibling_job_rows(session, scope.deployment_ids, read, candidate_ids)
-        jobs |= _jobs_per_target(chain((r for r in rows if r[1] not in focus_set), _upstream_job_rows(session, scope)))
+        rows = _sibling_job_rows(session, scope.deployment_ids, counted, candidate_ids) if counted else []
+        jobs |= _jobs_per_target(chain((r for r in rows if r[1] not in focus_set), upstream_rows))
 
     version_docs = {v.id: Doc(v.doc) for v in versions}
     version_docs |= _upstream_versions(session, jobs, version_docs)
     return Snapshot(
         policies=policies,
-        targets={t.id: t for t in [*siblings, *neighbours]},
+        targets={t.id: t for t in [*(_target(row) for row in scope.focus), *siblings, *neighbours]},
         resources=docs.resources,
         environments=docs.environments,
         deployments=docs.deployments,
@@ -156,6 +213,7 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
         jobs=jobs,
         approvals=_approvals(session, candidate_ids),
         overrides=_overrides(session, candidate_ids),
+        # Complete per (deployment, environment): siblings hold every target of the environments loaded.
         environment_targets=_grouped(((t.deployment_id, t.environment_id), t.id) for t in siblings),
         resource_targets=_grouped(
             chain(((t[1], t[0]) for t in scope.focus), ((n.resource_id, n.id) for n in neighbours))
@@ -173,14 +231,17 @@ class _Documents:
     deployments: dict[str, Doc]
 
 
-def _environments_read(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> set[str]:
-    """The environments whose targets the focus targets' decisions read (their own, and those their
-    progression rules depend on): a partial focus loads only these of its deployments' targets."""
-    read: set[str] = set()
+def _reads(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> Reads:
+    """What the focus targets' decisions read of other targets. A whole deployment reads all of its
+    own (no selector need be tested to know it); a partial focus loads only what its rules read."""
+    if scope.whole:
+        upstream = any(isinstance(r.spec, DeploymentDependencySpec) for p in policies for r in p.rules)
+        return Reads(upstream=upstream)
+    read = Reads()
     for target in scope.focus:
         activation = {"environment": docs.environments[target[2]], "resource": docs.resources[target[1]],
                       "deployment": docs.deployments[target[3]]}
-        read |= environments_read(policies, activation, target[2], docs.environments)
+        read |= reads(policies, activation, target[2], docs.environments)
     return read
 
 
@@ -204,47 +265,36 @@ def _grouped(pairs: Iterable[tuple[K, V]]) -> dict[K, tuple[V, ...]]:
     return {key: tuple(values) for key, values in grouped.items()}
 
 
-def _query(session: Session, columns: Sequence[Any], conditions: Sequence[Any], *where: Any) -> Iterator[Any]:
-    """Rows of ``columns`` meeting any of ``conditions`` (one query each) and all of ``where``."""
-    for condition in conditions:
-        yield from session.execute(select(*columns).where(condition, *where))
-
-
 def _scope(session: Session, focus_ids: Sequence[str]) -> _Scope:
-    focus = [row for chunk in _chunks(list(focus_ids))
-             for row in session.execute(select(*_FOCUS_COLUMNS).where(col(T.id).in_(chunk)))]
+    connection = session.connection()
+    focus = [row for chunk in _chunks(focus_ids) for row in connection.execute(_FOCUS, {"ids": chunk})]
     deployment_ids = sorted({t[3] for t in focus})
-    total = session.execute(select(func.count()).where(col(T.deployment_id).in_(deployment_ids))).scalar_one()
-    return _Scope(focus, deployment_ids, whole=total == len(focus))
+    # One target (an explain, a gate call) is never worth the whole-deployment form: skip the count.
+    whole = len(focus) > 1 and connection.execute(
+        _TARGET_COUNT, {"deployments": deployment_ids}).scalar_one() == len(focus)
+    return _Scope(focus, deployment_ids, whole)
 
 
 def _siblings(session: Session, deployment_ids: Sequence[str], environment_ids: Sequence[str]) -> list[TargetFact]:
     """The deployments' targets in these environments."""
-    where = [col(T.deployment_id).in_(deployment_ids), col(T.environment_id).in_(environment_ids)]
-    return [TargetFact(*row) for row in session.execute(select(*_TARGET_COLUMNS).where(*where))]
+    if not environment_ids:
+        return []
+    rows = session.connection().execute(_SIBLINGS, {"deployments": deployment_ids, "environments": environment_ids})
+    return [TargetFact(*row) for row in rows]
 
 
 def _neighbours(session: Session, scope: _Scope) -> list[TargetFact]:
     """Other deployments' targets on the focus resources (deploymentDependency reads them)."""
-    elsewhere = col(T.deployment_id).not_in(scope.deployment_ids)
-    return [TargetFact(*row) for row in _query(session, _TARGET_COLUMNS, scope.resources_in(T.resource_id), elsewhere)]
-
-
-def _upstream_job_rows(session: Session, scope: _Scope) -> Iterator[Any]:
-    """The neighbours' successful jobs: their current versions."""
-    elsewhere = col(T.deployment_id).not_in(scope.deployment_ids)
-    neighbours = [col(J.release_target_id).in_(select(T.id).where(on_resource, elsewhere))
-                  for on_resource in scope.resources_in(T.resource_id)]
-    return _query(session, _JOB_COLUMNS, neighbours, J.status == JobStatus.SUCCESSFUL.value)
+    return [TargetFact(*row) for row in scope.rows(session, _NEIGHBOURS)]
 
 
 def _sibling_job_rows(
     session: Session, deployment_ids: Sequence[str], environment_ids: Sequence[str], version_ids: Sequence[str]
-) -> Iterator[Any]:
+) -> list[Any]:
     """The candidate versions' jobs on the deployments' targets in these environments."""
-    targets = select(T.id).where(col(T.deployment_id).in_(deployment_ids), col(T.environment_id).in_(environment_ids))
-    on_targets = col(J.release_target_id).in_(targets)
-    return _query(session, _JOB_COLUMNS, [col(J.version_id).in_(chunk) for chunk in _chunks(version_ids)], on_targets)
+    connection = session.connection()
+    where = {"deployments": deployment_ids, "environments": environment_ids}
+    return [row for chunk in _chunks(version_ids) for row in connection.execute(_SIBLING_JOBS, {"ids": chunk, **where})]
 
 
 def _candidate_ids(
@@ -274,15 +324,16 @@ def _jobs_per_target(rows: Iterable[Any]) -> dict[str, tuple[JobFact, ...]]:
     """Newest first."""
     statuses = _STATUSES
     per_target: dict[str, list[JobFact]] = defaultdict(list)
-    for job_id, target_id, version_id, status, attempt, created_at, completed_at in rows:
+    for job_id, target_id, version_id, status, attempt, created_at, completed_at, verification, verified_at in rows:
         per_target[target_id].append(JobFact(job_id, target_id, version_id, statuses[status], attempt,
-                                             _utc(created_at), _utc(completed_at)))  # type: ignore[arg-type]
+                                             _utc(created_at), _utc(completed_at),  # type: ignore[arg-type]
+                                             verification, _utc(verified_at)))
     return {t: tuple(sorted(js, key=lambda j: (j.created_at, j.attempt), reverse=True)) for t, js in per_target.items()}
 
 
 def _resources(session: Session, scope: _Scope) -> dict[str, Doc]:
     """The focus resources' documents from the per-revision cache; only changed ones are read whole."""
-    revisions = _query(session, (ResourceRow.id, ResourceRow.revision), scope.resources_in(ResourceRow.id))
+    revisions = scope.rows(session, _RESOURCE_REVISIONS)
     docs = {rid: cached(rid, revision) for rid, revision in revisions}
     missing = sorted(rid for rid, doc in docs.items() if doc is None)
     for row in _rows_by_id(session, ResourceRow, missing):
@@ -303,12 +354,13 @@ def _version(row: DeploymentVersionRow) -> VersionFact:
 
 
 def _rows_by_id(session: Session, row_type: type[Any], ids: Sequence[str]) -> list[Any]:
-    return list(_select_in(session, row_type, row_type.id, ids))
+    return list(_select_in(session, row_type, "id", ids))
 
 
-def _select_in(session: Session, row_type: type[Any], column: Any, values: Sequence[str]) -> Iterable[Any]:
-    for chunk in _chunks(list(values)):
-        yield from session.exec(select(row_type).where(col(column).in_(chunk)))
+def _select_in(session: Session, row_type: Any, column: str, values: Sequence[str]) -> Iterable[Any]:
+    statement = _rows_where_in(row_type, column)
+    for chunk in _chunks(values):
+        yield from session.exec(statement, params={"ids": chunk})
 
 
 def _upstream_versions(session: Session, jobs: dict[str, tuple[JobFact, ...]], known: dict[str, Doc]) -> dict[str, Doc]:
@@ -318,7 +370,7 @@ def _upstream_versions(session: Session, jobs: dict[str, tuple[JobFact, ...]], k
 
 def _approvals(session: Session, version_ids: Sequence[str]) -> dict[tuple[str, str], tuple[ApprovalFact, ...]]:
     grouped: dict[tuple[str, str], list[ApprovalFact]] = defaultdict(list)
-    for row in _select_in(session, ApprovalRow, ApprovalRow.version_id, version_ids):
+    for row in _select_in(session, ApprovalRow, "version_id", version_ids):
         grouped[(row.version_id, row.environment_id)].append(
             ApprovalFact(user=row.user, status=ApprovalStatus(row.status), created_at=row.created_at)
         )
@@ -327,7 +379,7 @@ def _approvals(session: Session, version_ids: Sequence[str]) -> dict[tuple[str, 
 
 def _overrides(session: Session, version_ids: Sequence[str]) -> tuple[OverrideFact, ...]:
     facts = []
-    for row in _select_in(session, OverrideRow, OverrideRow.version_id, version_ids):
+    for row in _select_in(session, OverrideRow, "version_id", version_ids):
         if row.revoked_at is None:
             facts.append(
                 OverrideFact(

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import bindparam, true
+from sqlmodel import Session, col, select
 
 from controller.ids import new_id
 from controller.policy import Policy, compile_selector, parse_rules
@@ -112,5 +113,16 @@ def compiled(row: PolicyRow) -> Policy:
     return policy
 
 
+_ENABLED = select(PolicyRow.id, PolicyRow.revision).where(col(PolicyRow.enabled) == true())
+_BY_ID = select(PolicyRow).where(col(PolicyRow.id).in_(bindparam("ids", expanding=True)))
+
+
 def load_policies(session: Session) -> tuple[Policy, ...]:
-    return tuple(compiled(row) for row in session.exec(select(PolicyRow).where(PolicyRow.enabled == True)))
+    """The enabled policies, compiled. Only their (id, revision) pairs are read on every call (the
+    decision of one gate call or explain reads them); rows are read whole for revisions not compiled yet."""
+    enabled = session.execute(_ENABLED).all()
+    found = {policy_id: _compiled.get((policy_id, revision)) for policy_id, revision in enabled}
+    missing = [policy_id for policy_id, policy in found.items() if policy is None]
+    if missing:
+        found |= {row.id: compiled(row) for row in session.exec(_BY_ID, params={"ids": missing}) if row.enabled}
+    return tuple(policy for policy_id, _ in enabled if (policy := found.get(policy_id)) is not None)

@@ -11,22 +11,24 @@ it saw commit together, so a crash mid-pass loses nothing and repeats nothing. T
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from controller.clock import Clock
 from controller.decision import document, policy_revisions
 from controller.engine import Engine
-from controller.reconcile import Reconciled, reconcile
-from controller.store import triggers
+from controller.reconcile import CreateJob, Reconciled, StartVerification, reconcile
+from controller.store import collector, triggers, verifications
 from controller.store.db import Store
 from controller.store.facts import load_snapshot
 from controller.store.jobs import expire_leases, new_job
 from controller.store.repo import jsonable
 from controller.store.tables import DecisionRow, JobRow, ReleaseTargetRow
+from controller.store.verifier import Verifier, next_due_at
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,19 @@ class PassResult:
     jobs_created: int = 0
     decisions_logged: int = 0
     leases_expired: int = 0
+    measurements: int = 0
+    verifications_started: int = 0
+    logged_outcomes: list[str] = field(default_factory=list)  # per decision logged, for metrics
     next_wake_at: datetime | None = None
 
 
 class Reconciler:
     def __init__(self, store: Store, *, batch_size: int = 500, max_batches: int = 1000,
-                 sweep_interval: timedelta = timedelta(minutes=10)) -> None:
+                 sweep_interval: timedelta = timedelta(minutes=10), verifier: Verifier | None = None,
+                 clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock
+        self.verifier = verifier or Verifier(store)
         self.batch_size = batch_size
         self.max_batches = max_batches
         self.sweep_interval = sweep_interval
@@ -57,15 +65,31 @@ class Reconciler:
             if self._last_sweep_at is None or now - self._last_sweep_at >= self.sweep_interval:
                 triggers.mark(session)  # the safety net: everything gets looked at again
                 self._last_sweep_at = now
+        # Measurements first: a run they settle re-triggers its readers within this same pass.
+        result.measurements = self.verifier.run_pass(now)
         for _ in range(self.max_batches):
             with self.store.transaction() as session:
                 claimed = claim_due(session, now, self.batch_size)
                 if not claimed:
                     break
-                self._process(session, claimed, now, result)
+                with collector.paused():  # one bounded batch: see controller/store/collector.py
+                    self._process(session, claimed, self._batch_now(now), result)
         with self.store.session() as session:
             result.next_wake_at = next_wake_at(session)
         return result
+
+    def close(self) -> None:
+        self.verifier.close()
+
+    def _batch_now(self, pass_now: datetime) -> datetime:
+        """The instant a batch is decided at: read once per batch, after its row locks are taken.
+
+        A pass can run for seconds, and meanwhile another controller may evaluate one of these targets
+        and log a decision. Deciding at the pass's start would log this decision before that one, at an
+        instant older than facts it reads (a job completed since). Read after the claim, the instant is
+        later than every decision committed for these targets before it.
+        """
+        return pass_now if self.clock is None else max(pass_now, self.clock.now())
 
     def _process(self, session: Session, claimed: list[ReleaseTargetRow], now: datetime, result: PassResult) -> None:
         snapshot = load_snapshot(session, [t.id for t in claimed])
@@ -73,10 +97,14 @@ class Reconciler:
         for target in claimed:
             reconciled = reconcile(snapshot, target.id, now, engine)
             result.jobs_created += self._apply_jobs(session, reconciled, now)
+            result.verifications_started += sum(
+                verifications.start(session, action, now) is not None
+                for action in reconciled.actions if isinstance(action, StartVerification))
             if reconciled.log_key != target.last_decision_key:
                 _log_decision(session, reconciled, snapshot.targets[target.id].environment_id,
                               snapshot.targets[target.id].deployment_id)
                 result.decisions_logged += 1
+                result.logged_outcomes.append(reconciled.decision.outcome.value)
             values: dict[str, object] = {
                 "evaluated_generation": target.dirty_generation,
                 "next_evaluation_at": reconciled.next_evaluation_at,
@@ -85,13 +113,18 @@ class Reconciler:
             if reconciled.fulfils_request and reconciled.actions:
                 values |= {"requested_version_id": None, "requested_by": None, "requested_reason": None,
                            "requested_at": None}
-            session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id) == target.id).values(values))
+            # synchronize_session=False: nothing reads these back, and the default matches the UPDATE's
+            # criteria against every object in the session, the whole batch: quadratic in the batch size.
+            session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id) == target.id).values(values)
+                            .execution_options(synchronize_session=False))
             result.evaluated += 1
 
     @staticmethod
     def _apply_jobs(session: Session, reconciled: Reconciled, now: datetime) -> int:
         created = 0
         for action in reconciled.actions:
+            if not isinstance(action, CreateJob):
+                continue
             job = new_job(action.target_id, action.version_id, action.attempt, action.job_agent_id, action.config,
                           action.reason, now)
             try:
@@ -121,16 +154,16 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[ReleaseTarget
         # (releasing the outermost SAVEPOINT is a COMMIT), breaking the one-transaction-per-batch rule.
         ids = [t.id for t in claimed]
         session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id).in_(ids))
-                        .values(lock_seq=ReleaseTargetRow.lock_seq + 1))
+                        .values(lock_seq=ReleaseTargetRow.lock_seq + 1).execution_options(synchronize_session=False))
     return claimed
 
 
 def next_wake_at(session: Session) -> datetime | None:
-    """The earliest instant something becomes due by time alone: a check or a lease expiry."""
+    """The earliest instant something becomes due by time alone: a check, a lease expiry or a measurement."""
     check = session.exec(select(func.min(ReleaseTargetRow.next_evaluation_at))).one()
     lease = session.exec(select(func.min(JobRow.lease_expires_at)).where(
         col(JobRow.status).in_(["inProgress", "actionRequired"]))).one()
-    times = [t for t in (check, lease) if t is not None]
+    times = [t for t in (check, lease, next_due_at(session)) if t is not None]
     return min(times) if times else None
 
 

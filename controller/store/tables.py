@@ -306,3 +306,58 @@ class JobRow(SQLModel, table=True):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     lease_expires_at: datetime | None = None
+    # The worst status of the job's verification runs (None: none ran) and when they all passed;
+    # kept here so decisions read it with the job, without a join.
+    verification: str | None = None
+    verified_at: datetime | None = None
+
+
+class VerificationRunRow(SQLModel, table=True):
+    """One verification rule measuring one successful job (SPEC §7)."""
+
+    __tablename__ = "verification_run"
+    __table_args__ = (
+        # A job is verified once per rule, however many controllers see it succeed.
+        UniqueConstraint("job_id", "policy_id", "rule_id"),
+        Index("ix_verification_run_due", "status", "next_measurement_at"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    job_id: str = Field(foreign_key="job.id", ondelete="CASCADE", index=True)
+    release_target_id: str = Field(foreign_key="release_target.id", ondelete="CASCADE", index=True)
+    version_id: str = Field(foreign_key="deployment_version.id", ondelete="CASCADE")
+    policy_id: str = Field(max_length=36)
+    policy_revision: int
+    rule_id: str = Field(max_length=128)
+    spec: dict[str, Any] = json_column("spec")
+    # The target's entities as the templates see them, frozen when the run starts.
+    context: dict[str, Any] = json_column("context")
+    status: str = "running"  # running | passed | failed | inconclusive
+    message: str = ""
+    metrics: list[dict[str, Any]] = json_column("metrics")
+    next_measurement_at: datetime | None = None
+    # Held by the controller taking a measurement, so another one skips the run until it expires.
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    resolved_by: str | None = None
+    resolved_reason: str | None = None
+    rollback_version_id: str | None = None
+    started_at: datetime
+    completed_at: datetime | None = None
+    updated_at: datetime
+
+
+class MeasurementRow(SQLModel, table=True):
+    __tablename__ = "verification_measurement"
+    __table_args__ = (
+        # The n-th measurement of a metric is recorded once: a restart can neither skip nor repeat one.
+        UniqueConstraint("run_id", "metric", "seq"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    run_id: str = Field(foreign_key="verification_run.id", ondelete="CASCADE", index=True)
+    metric: int
+    seq: int
+    status: str  # passed | failed | inconclusive | error
+    message: str = ""
+    result: dict[str, Any] | None = json_column("result", nullable=True)
+    duration_ms: int = 0
+    measured_at: datetime

@@ -2,7 +2,9 @@
 
 Marking bumps ``dirty_generation`` in the writer's own transaction, so a trigger is as durable as
 the change that caused it. The loop records the generation it evaluated; a trigger that lands during
-a pass leaves the target still dirty for the next one. Nothing is ever deleted to acknowledge.
+a pass leaves the target still dirty for the next one. Nothing is ever deleted to acknowledge. On
+PostgreSQL every marker takes its row locks in id order, so writers marking overlapping sets queue
+up instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import delete, func, insert, or_, update
 from sqlmodel import Session, col, select
 
 from controller.cel import Doc
@@ -34,6 +36,12 @@ DIRTY = {"dirty_generation": ReleaseTargetRow.dirty_generation + 1}
 
 
 def mark(session: Session, *conditions: Any) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # Lock the rows in id order before updating them. A bare UPDATE locks in scan order, so two
+        # writers marking overlapping sets (two job reports on one deployment, each marking all of its
+        # targets) can each hold a row the other waits for: a deadlock, and one of them fails.
+        ordered = select(ReleaseTargetRow.id).where(*conditions).order_by(col(ReleaseTargetRow.id)).with_for_update()
+        session.execute(select(func.count()).select_from(ordered.subquery()))
     session.execute(update(ReleaseTargetRow).where(*conditions).values(DIRTY))
 
 

@@ -93,9 +93,10 @@ class ServerProcess(ManagedProcess):
     """``releasegate serve`` on 127.0.0.1, with ``client`` authenticated as ``admin_token`` if known."""
 
     def __init__(
-        self, *, env: Mapping[str, str], cwd: Path, log_path: Path, port: int, admin_token: str | None
+        self, *, env: Mapping[str, str], cwd: Path, log_path: Path, port: int, admin_token: str | None,
+        args: Sequence[str] = (),
     ) -> None:
-        super().__init__([str(RELEASEGATE), "serve"], env=env, cwd=cwd, log_path=log_path)
+        super().__init__([str(RELEASEGATE), "serve", *args], env=env, cwd=cwd, log_path=log_path)
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.admin_token = admin_token
@@ -167,12 +168,14 @@ def start_server(
     env: Mapping[str, str] | None = None,
     name: str = "server",
     ready_timeout: float = READY_TIMEOUT,
+    args: Sequence[str] = (),
 ) -> ServerProcess:
     """Start ``releasegate serve`` on a free port and a SQLite file in ``tmp_path``; wait for /readyz.
 
     The database is ``tmp_path/releasegate.db``, so a second server started on the same ``tmp_path``
-    finds the first one's data. ``env`` overrides anything, the database URL included. The caller
-    stops the server (``with start_server(...) as server:``, or the ``start`` fixture).
+    finds the first one's data. ``env`` overrides anything, the database URL included. ``args`` go
+    after ``serve`` (e.g. ``("--role", "api")``). The caller stops the server (``with
+    start_server(...) as server:``, or the ``start`` fixture).
     """
     if not RELEASEGATE.exists():
         raise RuntimeError(f"{RELEASEGATE} is missing: install the package (`make test` does)")
@@ -184,6 +187,7 @@ def start_server(
             log_path=tmp_path / f"{name}-{port}.log",
             port=port,
             admin_token=admin_token,
+            args=args,
         )
         try:
             server.wait_ready(ready_timeout)

@@ -97,6 +97,7 @@ def world(
 
 def the_job(result: Reconciled) -> CreateJob:
     assert len(result.actions) == 1, result.actions
+    assert isinstance(result.actions[0], CreateJob)
     return result.actions[0]
 
 
@@ -187,7 +188,7 @@ def test_a_rollback_request_makes_the_older_version_the_candidate_and_is_fulfill
     assert (result.decision.outcome, result.decision.desired, result.decision.current) == (Outcome.GO, V1, V2)
     assert [c.version for c in result.decision.candidates] == [V1]
     assert the_job(result) == CreateJob(TARGET, V1.id, 2, AGENT, merged_config(AGENT_CONFIG, DEPLOYMENT_CONFIG),
-                                        "redeploy")
+                                        "rollback")
     assert result.fulfils_request is True
 
 
@@ -202,7 +203,7 @@ def test_a_request_still_obeys_every_gate_and_stays_open_until_a_job_is_created(
     waiting = reconcile(gated, TARGET, T0)
     assert (waiting.decision.outcome, waiting.actions, waiting.fulfils_request) == (Outcome.WAIT, (), False)
     assert waiting.next_evaluation_at == T0 + HOUR
-    assert the_job(reconcile(gated, TARGET, T0 + HOUR)).reason == "redeploy"
+    assert the_job(reconcile(gated, TARGET, T0 + HOUR)).reason == "rollback"
     busy = world(jobs=[*DEPLOYED_1_THEN_2, job(V2, JobStatus.IN_PROGRESS, T0, attempt=2)], request=request(V1))
     blocked = reconcile(busy, TARGET, T0)
     assert (blocked.decision.reason, blocked.actions, blocked.fulfils_request) == ("JobActive", (), False)

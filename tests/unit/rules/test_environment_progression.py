@@ -28,13 +28,14 @@ UPSTREAM = "environment.name in ['staging', 'qa']"
 
 
 def job(
-    target: str, minutes: int, status: JobStatus = JobStatus.SUCCESSFUL, verification: str | None = None
+    target: str, minutes: int, status: JobStatus = JobStatus.SUCCESSFUL, verification: str | None = None,
+    verified: int | None = None,
 ) -> JobFact:
-    """A job of the candidate version on ``target`` that ended at T0 + ``minutes``."""
+    """A job of the candidate version on ``target`` that ended at T0 + ``minutes`` (verified at T0 + ``verified``)."""
     return JobFact(
         id=f"{target}-{minutes}-{status}-{verification}", target_id=target, version_id="v2", status=status,
         attempt=1, created_at=T0 + (minutes - 5) * MIN, completed_at=T0 + minutes * MIN,
-        verification=verification,
+        verification=verification, verified_at=None if verified is None else T0 + verified * MIN,
     )  # fmt: skip
 
 
@@ -108,6 +109,11 @@ SKIPPED_OK = spec(successStatuses=["successful", "skipped"])
          T0 + HOUR, Status.PENDING, "AwaitingUpstreamSuccess", None, None),
         (VERIFIED, {"t0": [job("t0", 1), job("t0", 4, verification="passed")]}, T0 + HOUR, Status.ALLOWED,
          "ProgressionSatisfied", T0 + 4 * MIN, None),
+        # ... and it counts from when the verification passed, not from when the job ended.
+        (VERIFIED, {"t0": [job("t0", 4, verification="passed", verified=10)]}, T0 + HOUR, Status.ALLOWED,
+         "ProgressionSatisfied", T0 + 10 * MIN, None),
+        (VERIFIED, {"t0": [job("t0", 4, verification="passed", verified=10)]}, T0 + 7 * MIN, Status.PENDING,
+         "AwaitingUpstreamSuccess", None, T0 + 10 * MIN),
         (ALL, {"t0": [job("t0", 1), job("t0", 4, verification="passed")]}, T0 + HOUR, Status.ALLOWED,
          "ProgressionSatisfied", T0 + MIN, None),
         # Asked about the past: a success after ``now`` had not happened, and is when the count reaches k.
