@@ -27,18 +27,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlmodel import func, select  # noqa: E402
+from sqlmodel import func, select
 
-from benchmarks import world  # noqa: E402
-from controller.auth import SYSTEM  # noqa: E402
-from controller.cel import Doc, Program  # noqa: E402
-from controller.clock import SystemClock  # noqa: E402
-from controller.settings import Settings  # noqa: E402
-from controller.store import inventory  # noqa: E402
-from controller.store.db import Store  # noqa: E402
-from controller.store.documents import resource_doc  # noqa: E402
-from controller.store.tables import DeploymentRow, EnvironmentRow, ReleaseTargetRow, ResourceRow  # noqa: E402
-from controller.targets import RESOURCE_VARIABLES  # noqa: E402
+from benchmarks import world
+from controller.auth import SYSTEM
+from controller.cel import Doc, Program
+from controller.clock import SystemClock
+from controller.settings import Settings
+from controller.store import inventory
+from controller.store.db import Store
+from controller.store.documents import resource_doc
+from controller.store.tables import DeploymentRow, EnvironmentRow, ReleaseTargetRow, ResourceRow
+from controller.targets import RESOURCE_VARIABLES
 
 clock = SystemClock()
 
@@ -59,7 +59,8 @@ def build_scopes(store: Store) -> dict[str, Any]:
     for name in world.SYSTEMS:
         ids["systems"][name] = write(store, lambda c, n=name: inventory.create_system(c, {"name": n})).id
     for env in world.environments():
-        fields = {"system_id": ids["systems"][env["system"]], "name": env["name"], "resource_selector": env["resourceSelector"]}
+        fields = {"system_id": ids["systems"][env["system"]], "name": env["name"],
+                  "resource_selector": env["resourceSelector"]}
         ids["environments"].append(write(store, lambda c, f=fields: inventory.create_environment(c, f)).id)
     for dep in world.deployments():
         fields = {"system_id": ids["systems"][dep["system"]], "name": dep["name"], "slug": dep["slug"],

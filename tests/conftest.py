@@ -36,7 +36,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pg_template(pg_cluster: PgServer) -> str:
+def pg_template(pg_cluster: PgServer) -> str:  # noqa: F811 (the fixture imported above, injected by name)
     """A migrated PostgreSQL database that each test clones (CREATE DATABASE ... TEMPLATE)."""
     url = pg_cluster.create_database(unique_db_name("rg_migrated"))
     store = Store.open(Settings(database_url=url))

@@ -66,7 +66,8 @@ def list_audit(
 ) -> Any:
     """Oldest first; page with `cursor`."""
     stmt = select(AuditRow)
-    for column, value in ((AuditRow.entity_type, entity_type), (AuditRow.entity_id, entity_id), (AuditRow.actor, actor)):
+    filters = ((AuditRow.entity_type, entity_type), (AuditRow.entity_id, entity_id), (AuditRow.actor, actor))
+    for column, value in filters:
         if value is not None:
             stmt = stmt.where(column == value)
     if since is not None:

@@ -33,7 +33,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=255, strip_whit
 Slug = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 Selector = Annotated[str, StringConstraints(max_length=16384)]
-Metadata = dict[Annotated[str, StringConstraints(min_length=1, max_length=255)], Annotated[str, StringConstraints(max_length=4096)]]
+Metadata = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=255)], Annotated[str, StringConstraints(max_length=4096)]
+]
 JsonObject = dict[str, Any]
 MAX_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -91,7 +93,9 @@ class Body(Schema):
 def _check_storable(value: Any, path: tuple[str | int, ...]) -> None:
     where = ".".join(map(str, path)) or "body"
     if len(path) > MAX_DEPTH:
-        raise PydanticCustomError("too_deep", "{where}: nested deeper than {max} levels", {"where": where, "max": MAX_DEPTH})
+        raise PydanticCustomError(
+            "too_deep", "{where}: nested deeper than {max} levels", {"where": where, "max": MAX_DEPTH}
+        )
     if isinstance(value, str) and "\x00" in value:
         raise PydanticCustomError("nul_character", "{where}: NUL characters are not allowed", {"where": where})
     if isinstance(value, str) and not value.isascii() and _SURROGATE.search(value):

@@ -11,7 +11,8 @@ from api.schemas.base import Body, Name, Schema, Text
 from api.schemas.policy import DecisionPublic
 
 JobStatusName = Literal[
-    "pending", "inProgress", "actionRequired", "successful", "failure", "cancelled", "skipped", "invalidJobAgent", "lost"
+    "pending", "inProgress", "actionRequired", "successful", "failure", "cancelled", "skipped", "invalidJobAgent",
+    "lost",
 ]
 
 

@@ -19,8 +19,8 @@ from controller.rules.deployment_window import DeploymentWindowSpec
 from controller.rules.environment_progression import EnvironmentProgressionSpec
 from controller.rules.gradual_rollout import GradualRolloutSpec
 from controller.rules.retry import RetrySpec
-from controller.rules.version_cooldown import VersionCooldownSpec
 from controller.rules.verification import VerificationSpec
+from controller.rules.version_cooldown import VersionCooldownSpec
 from controller.rules.version_selector import VersionSelectorSpec
 
 

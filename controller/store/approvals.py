@@ -83,9 +83,9 @@ def create_override(ctx: Context, fields: Mapping[str, Any]) -> OverrideRow:
         ("policy_id", PolicyRow, "policyId", "policy"),
     ):
         if fields.get(key) is not None:
-            _reference(ctx, row_type, fields[key], field, entity)
-    if fields.get("environment_id") is not None:
-        _same_system(ctx, version, ctx.session.get(EnvironmentRow, fields["environment_id"]))
+            row = _reference(ctx, row_type, fields[key], field, entity)
+            if isinstance(row, EnvironmentRow):
+                _same_system(ctx, version, row)
     expires_at: datetime = fields["expires_at"]
     if expires_at <= ctx.now:
         raise Invalid.one(("body", "expiresAt"), "must be in the future")

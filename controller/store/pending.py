@@ -47,7 +47,9 @@ class PendingPair:
     targets: int = 0
 
 
-def pending_approvals(session: Session, user: str, now: datetime, *, include_answered: bool = False) -> list[PendingPair]:
+def pending_approvals(
+    session: Session, user: str, now: datetime, *, include_answered: bool = False
+) -> list[PendingPair]:
     policies = [p for p in load_policies(session) if any(r.type == "anyApproval" for r in p.rules)]
     if not policies:
         return []
@@ -70,7 +72,8 @@ def pending_approvals(session: Session, user: str, now: datetime, *, include_ans
             for version in versions:
                 if oldest_current is not None and version.created_at < oldest_current:
                     continue
-                _add(pairs, version, environments[env_id], rules, target_count, approvals.get((version.id, env_id), []), now)
+                rows = approvals.get((version.id, env_id), [])
+                _add(pairs, version, environments[env_id], rules, target_count, rows, now)
     result = [p for p in pairs.values() if p.required]
     if not include_answered:
         result = [p for p in result if user not in p.approvers and user not in p.rejected_by]
@@ -140,7 +143,8 @@ def _approvals(session: Session, version_ids: list[str]) -> dict[tuple[str, str]
 
 
 def _add(pairs: dict[tuple[str, str], PendingPair], version: DeploymentVersionRow, environment: EnvironmentRow,
-         rules: list[tuple[str, any_approval.AnyApprovalSpec]], target_count: int, rows: list[ApprovalRow], now: datetime) -> None:
+         rules: list[tuple[str, any_approval.AnyApprovalSpec]], target_count: int, rows: list[ApprovalRow],
+         now: datetime) -> None:
     facts = [ApprovalFact(r.user, ApprovalStatus(r.status), r.created_at) for r in rows]
     for policy_name, spec in rules:
         verdict = any_approval.evaluate(spec, approvals=facts, version_created_by=version.created_by, now=now)

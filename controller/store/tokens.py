@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from controller.auth import Principal, Role, hash_token, new_secret
 from controller.errors import Invalid
@@ -23,7 +23,7 @@ def bootstrap_admin(session: Session, secret: str | None, now: datetime) -> str 
         if session.exec(select(TokenRow).where(TokenRow.token_hash == hash_token(secret))).first() is None:
             session.add(_row(BOOTSTRAP_NAME, Role.ADMIN, None, secret, now))
         return None
-    active_admin = select(TokenRow).where(TokenRow.role == Role.ADMIN.value, TokenRow.revoked_at == None)
+    active_admin = select(TokenRow).where(TokenRow.role == Role.ADMIN.value, col(TokenRow.revoked_at).is_(None))
     if session.exec(active_admin).first() is not None:
         return None
     generated = new_secret()
@@ -33,7 +33,8 @@ def bootstrap_admin(session: Session, secret: str | None, now: datetime) -> str 
 
 def _row(name: str, role: Role, job_agent_id: str | None, secret: str, now: datetime) -> TokenRow:
     return TokenRow(
-        id=new_id(), name=name, role=role.value, job_agent_id=job_agent_id, token_hash=hash_token(secret), created_at=now
+        id=new_id(), name=name, role=role.value, job_agent_id=job_agent_id, token_hash=hash_token(secret),
+        created_at=now,
     )
 
 

@@ -61,7 +61,8 @@ def test_versions_and_job_agents(client: TestClient) -> None:
         "/v1/deployments",
         {"systemId": system["id"], "name": "API", "slug": "api", "jobAgentId": agent["id"], "jobAgentConfig": {"a": 1}},
     )
-    version = created(client, f"/v1/deployments/{dep['id']}/versions", {"tag": "1.2.0", "config": {"image": "api:1.2.0"}})
+    version = created(client, f"/v1/deployments/{dep['id']}/versions",
+                      {"tag": "1.2.0", "config": {"image": "api:1.2.0"}})
     assert version["status"] == "ready" and version["name"] == "1.2.0" and version["createdBy"] == "admin"
     supplied = created(
         client,
@@ -84,7 +85,8 @@ def test_resource_paging_and_filters(client: TestClient) -> None:
         created(
             client,
             "/v1/resources",
-            {"identifier": f"r{i:02}", "name": f"r{i}", "kind": "vm" if i % 5 == 0 else "k8s", "metadata": {"zone": f"z{i % 3}"}},
+            {"identifier": f"r{i:02}", "name": f"r{i}", "kind": "vm" if i % 5 == 0 else "k8s",
+             "metadata": {"zone": f"z{i % 3}"}},
         )
     seen: list[str] = []
     cursor = None

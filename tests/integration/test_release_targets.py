@@ -90,7 +90,8 @@ def test_targets_follow_selectors_and_systems(client: TestClient) -> None:
 def test_environment_selector_change_adds_and_removes(client: TestClient) -> None:
     w = world(client)
     r = w["r"]
-    response = client.patch(f"/v1/environments/{w['prod']}", json={"resourceSelector": "resource.metadata.region == 'us-east-1'"})
+    selector = "resource.metadata.region == 'us-east-1'"
+    response = client.patch(f"/v1/environments/{w['prod']}", json={"resourceSelector": selector})
     assert response.status_code == 200, response.text
     assert triples(client, environmentId=w["prod"]) == {
         (r["use1-a"], w["prod"], w["api"]),
@@ -132,7 +133,8 @@ def test_deleting_environment_or_deployment_removes_targets(client: TestClient) 
 def test_bulk_upsert_creates_updates_and_skips_unchanged(client: TestClient) -> None:
     w = world(client)
     items = [
-        {"identifier": f"bulk-{i}", "name": f"bulk {i}", "kind": "k8s", "metadata": {"tier": "prod" if i % 2 else "staging"}}
+        {"identifier": f"bulk-{i}", "name": f"bulk {i}", "kind": "k8s",
+         "metadata": {"tier": "prod" if i % 2 else "staging"}}
         for i in range(300)
     ]
     first = client.put("/v1/resources", json=items)

@@ -216,7 +216,7 @@ def test_the_verdict_holds_until_next_check_at_and_changes_then(
     verdict = evaluate(spec, approvals=approvals, version_created_by="carol", now=at)
     if verdict.next_check_at is None:
         later = evaluate(spec, approvals=approvals, version_created_by="carol", now=at + timedelta(days=30))
-        assert later.status == verdict.status or verdict.status == Status.ALLOWED and expiry is None
+        assert later.status == verdict.status or (verdict.status == Status.ALLOWED and expiry is None)
         return
     before = evaluate(
         spec,
