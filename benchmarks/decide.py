@@ -16,7 +16,8 @@ New York), so windows and soak times do not depend on when the benchmark runs.
 It times:
 
 1. a full pass over the deployment: ``load_snapshot`` once for all its targets, then ``decide``
-   for each with one shared ``Engine``; load and decide are reported apart. Pass 1 is the first
+   for each with one shared ``Engine``, with the cyclic GC paused as the controller pauses it for
+   each batch (``Reconciler.run_pass``); load and decide are reported apart. Pass 1 is the first
    decision in the process (every CEL memo empty); pass 2 repeats it with the memos warm.
 2. the explain call for one target: ``load_snapshot`` for that target, ``decide(explain=True)``
    (which adds the ETA) and ``document()``; the median over 20 targets, one per environment.
@@ -74,7 +75,7 @@ from controller.ids import new_id
 from controller.policy import POLICY_VARIABLES, Policy, parse_rules
 from controller.settings import Settings
 from controller.snapshot import Snapshot
-from controller.store import approvals, inventory, policies
+from controller.store import approvals, collector, inventory, policies
 from controller.store.db import Store
 from controller.store.facts import load_snapshot
 from controller.store.repo import insert_many
@@ -252,14 +253,16 @@ class Clock:
 
 
 def fast_pass(store: Store, ids: Sequence[str]) -> tuple[Cost, Cost, Snapshot, dict[str, Decision]]:
-    """One load for every target, then one decide per target with a shared Engine."""
+    """One load for every target, then one decide per target with a shared Engine: one controller
+    batch, run as ``Reconciler`` runs each batch, with the cyclic GC paused (controller/store/collector.py)."""
     clock = Clock()
-    with store.session() as session:
-        snapshot = load_snapshot(session, ids)
-    load = clock.lap()
-    engine = Engine(snapshot, NOW)
-    decisions = {tid: decide(snapshot, tid, NOW, engine=engine, explain=False) for tid in ids}
-    return load, clock.lap(), snapshot, decisions
+    with collector.paused():
+        with store.session() as session:
+            snapshot = load_snapshot(session, ids)
+        load = clock.lap()
+        engine = Engine(snapshot, NOW)
+        decisions = {tid: decide(snapshot, tid, NOW, engine=engine, explain=False) for tid in ids}
+        return load, clock.lap(), snapshot, decisions
 
 
 def explain_call(store: Store, target_id: str) -> tuple[Cost, Cost, dict[str, Any]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -230,7 +229,7 @@ def _plan(engine: Engine, target: TargetFact) -> _Plan:
         path for policy in snap.policies for path in policy.selector.paths if path[0] == "resource"))
     key = ("plan", target.environment_id, target.deployment_id,
            projection.key({"resource": snap.resources[target.resource_id]}))
-    return engine.fact(key, lambda: _make_plan(engine, tuple(matched_policies(engine, target))))  # type: ignore[no-any-return]
+    return engine.fact(key, lambda: _make_plan(engine, tuple(matched_policies(engine, target))))
 
 
 def _make_plan(engine: Engine, policies: tuple[Policy, ...]) -> _Plan:
@@ -328,7 +327,7 @@ def _evaluate(engine: Engine, plan: _Plan, subject: Subject, current: VersionFac
     if shared.target_free and (plan.rollout is None or already or shared.start_at is None):
         # Not even the rollout reads the target: it already runs the version, or the rollout has
         # not started (SPEC §4). One candidate serves every such target.
-        return engine.shared(  # type: ignore[no-any-return]
+        return engine.shared(
             ("candidate", plan, subject.version.id, already),
             lambda: _candidate(engine, plan, subject, current, list(shared.verdicts), ()),  # type: ignore[arg-type]
         )
@@ -414,7 +413,7 @@ def _rollout_start(engine: Engine, plan: _Plan, verdicts: Sequence[RuleVerdict],
     start = max(satisfied, default=subject.version.created_at)
     if not plan.windows:
         return start
-    return engine.fact(("rollout-start", plan, start), lambda: _into_windows(plan.windows, start))  # type: ignore[no-any-return]
+    return engine.fact(("rollout-start", plan, start), lambda: _into_windows(plan.windows, start))
 
 
 def _into_windows(windows: Sequence[deployment_window.DeploymentWindowSpec], start: datetime) -> datetime | None:
@@ -587,7 +586,17 @@ def _identify(
         f'"target": {encode_basestring_ascii(target_id)}, '
         f'"verdicts": [{verdicts}]}}'
     )
-    return str(uuid.UUID(bytes=hashlib.sha256(body.encode()).digest()[:16], version=5))
+    return _uuid5_text(hashlib.sha256(body.encode()).digest())
+
+
+def _uuid5_text(digest: bytes) -> str:
+    """``str(uuid.UUID(bytes=digest[:16], version=5))`` without building the UUID: the version and
+    variant bits set in place, the hex grouped 8-4-4-4-12 (this runs once per target and pass)."""
+    raw = bytearray(digest[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @lru_cache(maxsize=64)

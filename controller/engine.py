@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.cel import Doc, compile_expression
 from controller.facts import JobFact, TargetFact, VersionFact
@@ -35,6 +35,7 @@ from controller.rules.verdict import Verdict
 from controller.snapshot import OverrideFact, Snapshot
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 # Rule types whose verdict depends only on the (version, environment) or on time, never on the target.
 _TARGET_FREE = frozenset({"anyApproval", "environmentProgression", "deploymentWindow"})
@@ -89,16 +90,20 @@ class Engine:
         """An engine for another instant over the same snapshot, sharing its time-free facts."""
         return Engine(self.snapshot, now, facts=self.facts)
 
-    def shared(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+    def shared(self, key: Hashable, compute: Callable[[], R]) -> R:
         """Per-instant sharing: verdicts that depend only on (version, environment) or on time."""
-        if key not in self._shared:
-            self._shared[key] = compute()
-        return self._shared[key]
+        try:
+            found: R = self._shared[key]
+        except KeyError:
+            found = self._shared[key] = compute()
+        return found
 
-    def fact(self, key: Hashable, compute: Callable[[], Any]) -> Any:
-        if key not in self.facts:
-            self.facts[key] = compute()
-        return self.facts[key]
+    def fact(self, key: Hashable, compute: Callable[[], R]) -> R:
+        try:
+            found: R = self.facts[key]
+        except KeyError:
+            found = self.facts[key] = compute()
+        return found
 
     def target_free(self, applied: AppliedRule) -> bool:
         """Whether the rule's verdict is the same for every target of one (deployment, environment)
@@ -141,7 +146,8 @@ class Engine:
                 )
             case "deploymentWindow":
                 assert isinstance(spec, deployment_window.DeploymentWindowSpec)
-                return self.shared(("verdict", rule.id, applied.policy.id), lambda: deployment_window.evaluate(spec, now=now))
+                return self.shared(("verdict", rule.id, applied.policy.id),
+                                   lambda: deployment_window.evaluate(spec, now=now))
             case "versionCooldown":
                 assert isinstance(spec, version_cooldown.VersionCooldownSpec)
                 jobs = self.snapshot.jobs.get(target.id, ())
@@ -182,7 +188,9 @@ class Engine:
             system_id, target.deployment_id, version.id))
         return [env for env_id, env in environments if env_id != target.environment_id]
 
-    def _dependencies(self, system_id: str, deployment_id: str, version_id: str) -> list[tuple[str, DependencyEnvironment]]:
+    def _dependencies(
+        self, system_id: str, deployment_id: str, version_id: str
+    ) -> list[tuple[str, DependencyEnvironment]]:
         snap = self.snapshot
         result = []
         for env_id in snap.system_environments.get(system_id, ()):
@@ -203,13 +211,13 @@ class Engine:
                 lambda: environment_progression.success_times(spec, env),
             )
             key = ("progress", applied.policy.id, applied.rule.id, version.id, id(env))
-            return self.shared(key, lambda: environment_progression.progress(spec, env, now, times))  # type: ignore[no-any-return]
+            return self.shared(key, lambda: environment_progression.progress(spec, env, now, times))
         return measure
 
     def overrides(self, version_id: str) -> tuple[OverrideFact, ...]:
         """The version's overrides in force at this instant: most versions have none to check."""
         now = self.now
-        return self.shared(("overrides", version_id), lambda: tuple(  # type: ignore[no-any-return]
+        return self.shared(("overrides", version_id), lambda: tuple(
             o for o in self.snapshot.overrides if o.version_id == version_id and o.created_at <= now < o.expires_at))
 
     def upstream(self, target: TargetFact) -> list[UpstreamFact]:
@@ -230,7 +238,9 @@ class Engine:
             )
         return facts
 
-    def rollout(self, applied: AppliedRule, subject: Subject, start_at: datetime | None, current_version_id: str | None) -> Verdict:
+    def rollout(
+        self, applied: AppliedRule, subject: Subject, start_at: datetime | None, current_version_id: str | None
+    ) -> Verdict:
         spec = applied.rule.spec
         assert isinstance(spec, gradual_rollout.GradualRolloutSpec)
         target, version = subject.target, subject.version

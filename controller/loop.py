@@ -87,8 +87,7 @@ class Loop(Generic[PassT]):
             if self._busy:
                 self._again = True
                 return
-            wait = self._min_gap - (time.monotonic() - self._last_end)
-        self._arm(datetime.now(UTC) + timedelta(seconds=max(0.0, wait)))
+        self._arm(datetime.now(UTC))
 
     def run_once(self) -> PassT | None:
         """One pass; ``now`` is read once and handed to everything the pass does."""
@@ -130,9 +129,15 @@ class Loop(Generic[PassT]):
         return outcome
 
     def _arm(self, at: datetime) -> None:
-        """Arm the one-shot wake-up at ``at``, unless it is armed at least as early already."""
+        """Arm the one-shot wake-up at ``at``, or ``min_gap_seconds`` after the last pass ended if that is
+        later (also keeping a wake-up armed from inside a pass from coming due before that pass returns:
+        it would be skipped), unless one is armed already, still to come and no later."""
         with self._state:  # held across add_job, so that concurrent arms keep the earliest instant
-            if not self._scheduler.running or (self._wake_at is not None and self._wake_at <= at):
+            if not self._scheduler.running:
+                return
+            now = datetime.now(UTC)
+            at = max(at, now + timedelta(seconds=max(0.0, self._min_gap - (time.monotonic() - self._last_end))))
+            if self._wake_at is not None and now < self._wake_at <= at:
                 return
             self._wake_at = at
             self._scheduler.add_job(self.run_once, "date", run_date=at, id="wake", replace_existing=True)

@@ -40,7 +40,7 @@ def pg_cluster() -> Iterator[PgServer]:
     server: PgServer = ExternalServer(admin_url) if admin_url else ThrowawayCluster()
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001 - any failure must fail (not skip) the test
+    except Exception as exc:
         server.stop()
         where = f"{PG_URL_ENV} server" if admin_url else "throwaway PostgreSQL cluster"
         pytest.fail(
@@ -58,7 +58,7 @@ def pg_cluster() -> Iterator[PgServer]:
 def pg_url(pg_cluster: PgServer) -> Iterator[str]:
     try:
         url = pg_cluster.fresh_database()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"could not create a fresh PostgreSQL database: {exc}", pytrace=False)
     yield url
     pg_cluster.drop_database(url)

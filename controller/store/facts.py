@@ -1,16 +1,18 @@
 """Loads a ``Snapshot``: every fact the decision engine reads, for a set of focus targets.
 
-Focus targets get their full job history; the rest of their deployment's targets only what
-environment progression and rollout ordering need (their ids, and their jobs for the versions the
-focus targets may still move to); other deployments' targets on the focus resources their successful
-jobs (deploymentDependency reads their current versions). Everything is fetched in a handful of
-set-based queries, whatever the number of targets.
+Focus targets get their full job history. Of the rest, a partial focus (an explain, a gate call, a
+batch) loads only what the rules matching its targets read (``decision.reads``): its deployment's
+targets in an environment a gradualRollout orders (their ids) or a progression rule counts (with
+their jobs for the versions the focus targets may still move to), and, under a deploymentDependency
+rule, other deployments' targets on the focus resources with their successful jobs (their current
+versions). Everything is fetched in a handful of set-based queries, whatever the number of targets.
 
 Cost matters here: deciding a deployment of thousands of targets should take about a second, load
-included. So bulk rows (targets, jobs, resource revisions) are read as column tuples, not ORM
-objects, and timestamps are parsed here to what ``UTCDateTime`` returns, without its per-value
-hook. When the focus is every target of its deployments (a full pass), the sets derived from it are
-subqueries on the deployment instead of id lists, which SQLAlchemy would bind one by one.
+included, and a gate call loads one target's facts on every call. So bulk rows (targets, jobs,
+resource revisions, approvals, overrides) are read as Core column tuples, not ORM objects, through
+statements built once; timestamps are parsed here to what ``UTCDateTime`` returns, without its
+per-value hook. When the focus is every target of its deployments (a full pass), the sets derived
+from it are subqueries on the deployment instead of id lists.
 
 Must not: decide anything, or write.
 """
@@ -158,10 +160,10 @@ class _Scope:
         bookkeeping is wasted on column tuples."""
         connection = session.connection()
         if self.whole:
-            return list(connection.execute(query.whole, {"deployments": self.deployment_ids}))
+            return list(connection.execute(query.whole, {"deployments": self.deployment_ids}).all())
         keys = [t[0] for t in self.focus] if query.of == "targets" else sorted({t[1] for t in self.focus})
         return [row for chunk in _chunks(keys)
-                for row in connection.execute(query.partial, {"ids": chunk, "deployments": self.deployment_ids})]
+                for row in connection.execute(query.partial, {"ids": chunk, "deployments": self.deployment_ids}).all()]
 
 
 def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
@@ -186,11 +188,12 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
     versions = sorted((_version(v) for v in version_rows), key=lambda v: (v.created_at, v.id), reverse=True)
     by_deployment = _grouped((v.deployment_id, v) for v in versions)
 
+    focus = [_target(row) for row in scope.focus]
     jobs = _jobs_per_target(scope.rows(session, _FOCUS_JOBS))  # full history
     candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment)
     upstream_rows = scope.rows(session, _UPSTREAM_JOBS) if needs.upstream else []
     if scope.whole:
-        siblings = [_target(row) for row in scope.focus]
+        siblings = focus
         jobs |= _jobs_per_target(upstream_rows)
     else:
         counted = sorted(needs.dependency_environments)
@@ -203,7 +206,7 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
     version_docs |= _upstream_versions(session, jobs, version_docs)
     return Snapshot(
         policies=policies,
-        targets={t.id: t for t in [*(_target(row) for row in scope.focus), *siblings, *neighbours]},
+        targets={t.id: t for t in [*focus, *siblings, *neighbours]},
         resources=docs.resources,
         environments=docs.environments,
         deployments=docs.deployments,
@@ -267,7 +270,7 @@ def _grouped(pairs: Iterable[tuple[K, V]]) -> dict[K, tuple[V, ...]]:
 
 def _scope(session: Session, focus_ids: Sequence[str]) -> _Scope:
     connection = session.connection()
-    focus = [row for chunk in _chunks(focus_ids) for row in connection.execute(_FOCUS, {"ids": chunk})]
+    focus = [row for chunk in _chunks(focus_ids) for row in connection.execute(_FOCUS, {"ids": chunk}).all()]
     deployment_ids = sorted({t[3] for t in focus})
     # One target (an explain, a gate call) is never worth the whole-deployment form: skip the count.
     whole = len(focus) > 1 and connection.execute(
@@ -279,7 +282,8 @@ def _siblings(session: Session, deployment_ids: Sequence[str], environment_ids: 
     """The deployments' targets in these environments."""
     if not environment_ids:
         return []
-    rows = session.connection().execute(_SIBLINGS, {"deployments": deployment_ids, "environments": environment_ids})
+    where = {"deployments": deployment_ids, "environments": environment_ids}
+    rows = session.connection().execute(_SIBLINGS, where).all()
     return [TargetFact(*row) for row in rows]
 
 
@@ -294,7 +298,8 @@ def _sibling_job_rows(
     """The candidate versions' jobs on the deployments' targets in these environments."""
     connection = session.connection()
     where = {"deployments": deployment_ids, "environments": environment_ids}
-    return [row for chunk in _chunks(version_ids) for row in connection.execute(_SIBLING_JOBS, {"ids": chunk, **where})]
+    return [row for chunk in _chunks(version_ids)
+            for row in connection.execute(_SIBLING_JOBS, {"ids": chunk, **where}).all()]
 
 
 def _candidate_ids(
@@ -322,13 +327,19 @@ def _candidate_ids(
 
 def _jobs_per_target(rows: Iterable[Any]) -> dict[str, tuple[JobFact, ...]]:
     """Newest first."""
-    statuses = _STATUSES
+    statuses, utc = _STATUSES, _utc
     per_target: dict[str, list[JobFact]] = defaultdict(list)
     for job_id, target_id, version_id, status, attempt, created_at, completed_at, verification, verified_at in rows:
-        per_target[target_id].append(JobFact(job_id, target_id, version_id, statuses[status], attempt,
-                                             _utc(created_at), _utc(completed_at),  # type: ignore[arg-type]
-                                             verification, _utc(verified_at)))
-    return {t: tuple(sorted(js, key=lambda j: (j.created_at, j.attempt), reverse=True)) for t, js in per_target.items()}
+        per_target[target_id].append(JobFact(
+            job_id, target_id, version_id, statuses[status], attempt, utc(created_at),  # type: ignore[arg-type]
+            None if completed_at is None else utc(completed_at),
+            verification, None if verified_at is None else utc(verified_at)))
+    return {t: tuple(js) if len(js) == 1 else tuple(sorted(js, key=_newest, reverse=True))
+            for t, js in per_target.items()}
+
+
+def _newest(job: JobFact) -> tuple[datetime, int]:
+    return job.created_at, job.attempt
 
 
 def _resources(session: Session, scope: _Scope) -> dict[str, Doc]:
@@ -368,31 +379,43 @@ def _upstream_versions(session: Session, jobs: dict[str, tuple[JobFact, ...]], k
     return {r.id: Doc(version_doc(r)) for r in _rows_by_id(session, DeploymentVersionRow, wanted)}
 
 
+_APPROVAL_COLUMNS: tuple[Any, ...] = (ApprovalRow.version_id, ApprovalRow.environment_id, ApprovalRow.user,
+                                      ApprovalRow.status, ApprovalRow.created_at)
+_APPROVALS = select(*_APPROVAL_COLUMNS).where(col(ApprovalRow.version_id).in_(_many()))
+_OVERRIDE_COLUMNS: tuple[Any, ...] = (
+    OverrideRow.id, OverrideRow.version_id, OverrideRow.environment_id, OverrideRow.resource_id, OverrideRow.policy_id,
+    OverrideRow.rule_types, OverrideRow.reason, OverrideRow.created_by, OverrideRow.created_at, OverrideRow.expires_at)
+_OVERRIDES = select(*_OVERRIDE_COLUMNS).where(col(OverrideRow.version_id).in_(_many()),
+                                              col(OverrideRow.revoked_at).is_(None))
+
+
 def _approvals(session: Session, version_ids: Sequence[str]) -> dict[tuple[str, str], tuple[ApprovalFact, ...]]:
     grouped: dict[tuple[str, str], list[ApprovalFact]] = defaultdict(list)
-    for row in _select_in(session, ApprovalRow, "version_id", version_ids):
-        grouped[(row.version_id, row.environment_id)].append(
-            ApprovalFact(user=row.user, status=ApprovalStatus(row.status), created_at=row.created_at)
-        )
+    connection = session.connection()
+    for chunk in _chunks(version_ids):
+        rows = connection.execute(_APPROVALS, {"ids": chunk}).all()
+        for version_id, environment_id, user, status, created_at in rows:
+            grouped[(version_id, environment_id)].append(
+                ApprovalFact(user=user, status=ApprovalStatus(status), created_at=created_at)
+            )
     return {k: tuple(v) for k, v in grouped.items()}
 
 
 def _overrides(session: Session, version_ids: Sequence[str]) -> tuple[OverrideFact, ...]:
-    facts = []
-    for row in _select_in(session, OverrideRow, "version_id", version_ids):
-        if row.revoked_at is None:
-            facts.append(
-                OverrideFact(
-                    id=row.id,
-                    version_id=row.version_id,
-                    environment_id=row.environment_id,
-                    resource_id=row.resource_id,
-                    policy_id=row.policy_id,
-                    rule_types=frozenset(row.rule_types) if row.rule_types is not None else None,
-                    reason=row.reason,
-                    created_by=row.created_by,
-                    created_at=row.created_at,
-                    expires_at=row.expires_at,
-                )
-            )
-    return tuple(facts)
+    connection = session.connection()
+    return tuple(
+        OverrideFact(
+            id=row.id,
+            version_id=row.version_id,
+            environment_id=row.environment_id,
+            resource_id=row.resource_id,
+            policy_id=row.policy_id,
+            rule_types=frozenset(row.rule_types) if row.rule_types is not None else None,
+            reason=row.reason,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+        )
+        for chunk in _chunks(version_ids)
+        for row in connection.execute(_OVERRIDES, {"ids": chunk}).all()
+    )

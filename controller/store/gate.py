@@ -105,6 +105,8 @@ _VERSION = select(DeploymentVersionRow).where(
 ).limit(2)
 _LOCK = (update(_T).where(col(_T.id) == bindparam("target")).values(lock_seq=_T.lock_seq + 1)
          .execution_options(synchronize_session=False))  # nothing reads lock_seq back
+_MARK = (update(_T).where(col(_T.id) == bindparam("target")).values(triggers.DIRTY)  # triggers.mark_ids, for one
+         .execution_options(synchronize_session=False))
 _ON_TARGET = col(JobRow.release_target_id) == _T.id
 _STAMP = select(
     _T.dirty_generation,
@@ -193,7 +195,7 @@ def gate(ctx: Context, target: ReleaseTargetRow, version: DeploymentVersionRow, 
     ctx.session.add(job)
     ctx.session.flush()
     audit(ctx.session, ctx.actor, ctx.now, "create", "job", job.id, None, job_doc(job))
-    triggers.mark_ids(ctx.session, [target.id])
+    ctx.session.execute(_MARK, {"target": target.id})  # the loop logs the new decision (JobActive)
     return GateResult(decision, job)
 
 

@@ -87,19 +87,11 @@ def lock(session: Session, job: JobRow) -> None:
 
     A status read before a concurrent writer committed (the loop marking the job lost, another
     report) must not be acted on: the check and the write have to see the same row.
-
-    On PostgreSQL this is ``SELECT ... FOR UPDATE``, not a no-op UPDATE: a row this transaction has
-    already rewritten makes the next UPDATE re-check its foreign keys, which takes a KEY SHARE lock on
-    the job's target before the report marks the deployment's targets in id order. Two reports would
-    then each hold a target the other waits for: a deadlock.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(JobRow.id).where(col(JobRow.id) == job.id).with_for_update())
-    else:
-        session.execute(
-            update(JobRow).where(col(JobRow.id) == job.id).values(updated_at=JobRow.updated_at)
-            .execution_options(synchronize_session=False)
-        )
+    session.execute(
+        update(JobRow).where(col(JobRow.id) == job.id).values(updated_at=JobRow.updated_at)
+        .execution_options(synchronize_session=False)
+    )
     session.refresh(job)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from controller.auth import Principal, Role, hash_token, new_secret
@@ -62,8 +63,13 @@ def revoke_token(ctx: Context, row: TokenRow) -> None:
     audit(ctx.session, ctx.actor, ctx.now, "revoke", "token", row.id, before, token_doc(row))
 
 
+_BY_HASH = select(TokenRow.id, TokenRow.name, TokenRow.role, TokenRow.job_agent_id).where(
+    TokenRow.token_hash == bindparam("hash"), col(TokenRow.revoked_at).is_(None))
+
+
 def authenticate(session: Session, secret: str) -> Principal | None:
-    row = session.exec(select(TokenRow).where(TokenRow.token_hash == hash_token(secret))).first()
-    if row is None or row.revoked_at is not None:
+    """Every request runs this: one prebuilt column query, no ORM row."""
+    row = session.connection().execute(_BY_HASH, {"hash": hash_token(secret)}).first()
+    if row is None:
         return None
     return Principal(token_id=row.id, name=row.name, role=Role(row.role), job_agent_id=row.job_agent_id)

@@ -3,8 +3,8 @@
 Marking bumps ``dirty_generation`` in the writer's own transaction, so a trigger is as durable as
 the change that caused it. The loop records the generation it evaluated; a trigger that lands during
 a pass leaves the target still dirty for the next one. Nothing is ever deleted to acknowledge. On
-PostgreSQL every marker takes its row locks in id order, so writers marking overlapping sets queue
-up instead of deadlocking.
+PostgreSQL every marker locks its rows in id order, so writers marking overlapping sets queue up
+instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ DIRTY = {"dirty_generation": ReleaseTargetRow.dirty_generation + 1}
 
 def mark(session: Session, *conditions: Any) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        # Lock the rows in id order before updating them. A bare UPDATE locks in scan order, so two
-        # writers marking overlapping sets (two job reports on one deployment, each marking all of its
-        # targets) can each hold a row the other waits for: a deadlock, and one of them fails.
-        ordered = select(ReleaseTargetRow.id).where(*conditions).order_by(col(ReleaseTargetRow.id)).with_for_update()
-        session.execute(select(func.count()).select_from(ordered.subquery()))
+        # Lock the rows in id order first. A bare UPDATE locks them in the order its scan meets them,
+        # which differs between two writers once other transactions have moved rows (every update
+        # writes a new row version elsewhere): two job reports on one deployment, each marking all of
+        # its targets, would deadlock, and one of them would fail. NO KEY UPDATE is the lock the UPDATE
+        # takes anyway; it does not conflict with the KEY SHARE locks of foreign-key checks.
+        ordered = select(ReleaseTargetRow.id).where(*conditions).order_by(col(ReleaseTargetRow.id))
+        session.execute(select(func.count()).select_from(ordered.with_for_update(key_share=True).subquery()))
     session.execute(update(ReleaseTargetRow).where(*conditions).values(DIRTY))
 
 
@@ -129,7 +131,8 @@ def expand(session: Session) -> int:
     mark(session, col(ReleaseTargetRow.deployment_id).in_(sorted({d for _, d in pending})))
     ids = [i for i, _ in pending]
     for start in range(0, len(ids), CHUNK):
-        session.execute(delete(DeploymentTriggerRow).where(col(DeploymentTriggerRow.id).in_(ids[start : start + CHUNK])))
+        chunk = ids[start : start + CHUNK]
+        session.execute(delete(DeploymentTriggerRow).where(col(DeploymentTriggerRow.id).in_(chunk)))
     return len(pending)
 
 
