@@ -7,7 +7,7 @@ PostgreSQL that the harness starts itself (never mocked, never skipped).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,3 +95,17 @@ def prometheus() -> Iterator[PrometheusServer]:
     server = PrometheusServer()
     yield server
     server.close()
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+"""Set on each test item: whether its call phase failed (the process fixtures print logs then)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report

@@ -22,12 +22,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
 import httpx
 import pytest
+
+from tests.conftest import CALL_FAILED
 
 ADMIN_TOKEN = "rg_e2e-admin-token-0123456789abcdef"
 RELEASEGATE = Path(sys.executable).with_name("releasegate")
@@ -202,18 +204,6 @@ def start_server(
 StartServer = Callable[..., ServerProcess]
 
 
-_CALL_FAILED = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[_CALL_FAILED] = report.failed
-    return report
-
 
 @pytest.fixture
 def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StartServer]:
@@ -231,7 +221,7 @@ def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StartServe
     yield run
     for server in started:
         server.stop()
-    if request.node.stash.get(_CALL_FAILED, False):
+    if request.node.stash.get(CALL_FAILED, False):
         for server in started:
             print(f"----- {server.log_path.name} (exit {server.returncode}) -----\n{server.log()}")
     unclean = {

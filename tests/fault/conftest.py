@@ -22,7 +22,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
+from tests.conftest import CALL_FAILED
 from tests.e2e.conftest import CLEAN_EXIT_CODES, ServerProcess, start_server
 from tests.pg_fixtures import PgServer
 from tests.pgcluster import ThrowawayCluster, unique_db_name
@@ -137,19 +138,6 @@ class Fleet:
 
 
 MakeFleet = Callable[..., Fleet]
-_CALL_FAILED = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.when == "call":
-        item.stash[_CALL_FAILED] = report.failed
-    return report
-
-
 @pytest.fixture
 def fleets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeFleet]:
     """``fleets(database_url, env)`` makes a ``Fleet``; every process is stopped after the test, and
@@ -165,7 +153,7 @@ def fleets(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeFleet
     unclean: dict[str, int | None] = {}
     for fleet in made:
         unclean |= fleet.stop()
-    if request.node.stash.get(_CALL_FAILED, False):
+    if request.node.stash.get(CALL_FAILED, False):
         for fleet in made:
             for name, log in fleet.logs().items():
                 print(f"----- {name} -----\n{log[-20000:]}")
