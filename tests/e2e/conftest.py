@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -202,6 +202,27 @@ def start_server(
 
 
 StartServer = Callable[..., ServerProcess]
+WAIT_TIMEOUT = 45.0
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
+    return response.json()
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_TIMEOUT, pause: float = 0.1,
+             state: Callable[[], str] | None = None) -> Any:
+    """Poll real processes until ``probe`` is truthy; a deadline, never a fixed sleep. On timeout the
+    message ends with ``state()``, what the world looked like."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            seen = f"; {state()}" if state else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{seen}")
+        time.sleep(pause)
 
 
 

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import RELEASEGATE, ManagedProcess, ServerProcess, StartServer, server_env
+from tests.e2e.conftest import RELEASEGATE, ManagedProcess, ServerProcess, StartServer, ok, server_env, wait_for
 
 ROLLOUT_STEP = timedelta(seconds=2)
 SLACK = timedelta(seconds=6)  # liveness only: loop tick (1 s) + a pass + an agent poll, on a busy machine
@@ -38,22 +36,6 @@ Doc = dict[str, Any]
 
 def at(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
-    return response.json()
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def all_items(client: httpx.Client, path: str, **params: Any) -> list[Doc]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import StartServer
-from tests.e2e.test_agent_flow import Agent, all_items, jobs_of, ok, setup, wait_for
+from tests.e2e.conftest import StartServer, ok, wait_for
+from tests.e2e.test_agent_flow import Agent, all_items, jobs_of, setup
 from tests.probe_servers import Answer, ScriptedServer
 
 Doc = dict[str, Any]

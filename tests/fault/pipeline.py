@@ -12,9 +12,8 @@ does what a pull agent does (list, claim, report); the checks only read.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,30 +21,11 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.conftest import ok
 from tests.fault.conftest import Database
 
 Doc = dict[str, Any]
 REQUEST_TIMEOUT = 60.0  # generous: the machine is shared and the servers are under load
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
-    return response.json()
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, pause: float = 0.2,
-             state: Callable[[], str] | None = None) -> Any:
-    """Poll real processes until ``probe`` is truthy; a deadline, never a fixed sleep. On timeout the
-    message ends with ``state()``, what the world looked like."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            seen = f"; {state()}" if state else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{seen}")
-        time.sleep(pause)
 
 
 def is_unavailable(response: httpx.Response) -> bool:

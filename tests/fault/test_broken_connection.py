@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
+from tests.e2e.conftest import ok, wait_for
 from tests.fault.conftest import Database, MakeFleet
-from tests.fault.pipeline import is_unavailable, ok, wait_for
+from tests.fault.pipeline import is_unavailable
 
 TIMEOUT = 30.0
 Doc = dict[str, Any]

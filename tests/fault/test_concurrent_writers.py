@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, ok, wait_for
 from tests.fault.conftest import Database, MakeFleet
-from tests.fault.pipeline import ok, wait_for
 
 APPROVERS = 6
 SUBMISSIONS = 4  # concurrent submissions by each approver

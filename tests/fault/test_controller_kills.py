@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, ok, wait_for
 from tests.fault.conftest import Database, Fleet, MakeFleet
 from tests.fault.pipeline import (
     Pipeline,
@@ -43,9 +43,7 @@ from tests.fault.pipeline import (
     describe,
     duplicates_caught,
     jobs,
-    ok,
     settled,
-    wait_for,
     workers,
 )
 

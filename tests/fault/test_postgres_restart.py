@@ -13,7 +13,7 @@ deadlines, on what the processes report (``/readyz``, ``/metrics``) and on the d
 
 from __future__ import annotations
 
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, ok, wait_for
 from tests.fault.conftest import Database, Fleet, MakeFleet
 from tests.fault.pipeline import (
     assert_pipeline_consistent,
@@ -22,9 +22,7 @@ from tests.fault.pipeline import (
     describe,
     is_unavailable,
     jobs,
-    ok,
     settled,
-    wait_for,
     workers,
 )
 from tests.pgcluster import ThrowawayCluster
