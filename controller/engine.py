@@ -160,7 +160,12 @@ class Engine:
                 return condition.evaluate(spec, activation=self.activation(subject), now=now)
             case "deploymentDependency":
                 assert isinstance(spec, deployment_dependency.DeploymentDependencySpec)
-                return deployment_dependency.evaluate(spec, upstream=self.upstream(target), now=now)
+                # Reads the other deployments' targets on the resource, not the candidate: shared by a
+                # target's candidates (and by any target of this deployment on the same resource).
+                return self.shared(
+                    ("verdict", rule.id, applied.policy.id, target.resource_id, target.deployment_id),
+                    lambda: deployment_dependency.evaluate(spec, upstream=self.upstream(target), now=now),
+                )
         raise ValueError(f"rule type {rule.type!r} is not a version gate")
 
     def activation(self, subject: Subject) -> dict[str, Doc]:

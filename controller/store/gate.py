@@ -47,7 +47,7 @@ from controller.store.tables import (
 )
 
 # Lock-free decisions a gate call tries while the facts keep moving under it; then it decides under the lock.
-OPTIMISTIC_ATTEMPTS = 3
+OPTIMISTIC_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
