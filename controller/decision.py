@@ -10,7 +10,8 @@
 4. ``next_evaluation_at`` is the earliest ``next_check_at`` of every verdict computed.
 5. ``eligible_at`` is found by re-deciding at successive ``next_evaluation_at`` instants until the
    outcome is ``go``: by construction it equals what the controller will decide then if nothing
-   else happens, and is ``None`` as soon as a remaining blocker is not time-based.
+   else happens, and is ``None`` once only an event (not time) could lead to ``go``. A no-go may
+   have one: a desired version whose job is refused can lapse, and an older one then goes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.cel import Doc, Projection
 from controller.engine import Engine, Subject
@@ -43,21 +44,20 @@ class Outcome(StrEnum):
     NO_GO = "no-go"
 
 
-@dataclass(frozen=True)
-class RuleVerdict:
+class RuleVerdict(NamedTuple):
+    """A tuple, like ``Verdict``: a pass builds several per target."""
+
     rule_type: str
     verdict: Verdict
     enforcement: Enforcement = Enforcement.BLOCK
     policy: Policy | None = None
     rule_id: str | None = None
-    # What the decision id reads of this verdict, as JSON: encoded once, read by every decision
-    # that shares the verdict.
-    fingerprint: str = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def fingerprint(self) -> str:
+        """What the decision id reads of this verdict, as JSON (encoded once per distinct value)."""
         revision = self.policy.revision if self.policy else None
-        fingerprint = _fingerprint_json(self.rule_id, revision, self.verdict.status.value, self.verdict.reason)
-        object.__setattr__(self, "fingerprint", fingerprint)
+        return _fingerprint_json(self.rule_id, revision, self.verdict.status, self.verdict.reason)
 
     @property
     def blocking(self) -> bool:
@@ -92,14 +92,20 @@ class Candidate:
     checks: tuple[datetime, ...] = field(init=False, compare=False, repr=False)
     fingerprint: str = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        blocking = [rv.verdict.status for rv in self.verdicts if rv.blocking]
-        status = next((s for s in (Status.DENIED, Status.PENDING) if s in blocking), Status.ALLOWED)
+    def __post_init__(self) -> None:  # one loop: candidates that read the target are built per target
+        status, checks, fingerprints = Status.ALLOWED, [], []
+        for rv in self.verdicts:
+            verdict = rv.verdict
+            if rv.enforcement is Enforcement.BLOCK and verdict.status is not Status.ALLOWED and (
+                    status is Status.ALLOWED or verdict.status is Status.DENIED):
+                status = verdict.status
+            if verdict.next_check_at is not None:
+                checks.append(verdict.next_check_at)
+            fingerprints.append(rv.fingerprint)
         object.__setattr__(self, "status", status)
-        checks = tuple([rv.verdict.next_check_at for rv in self.verdicts if rv.verdict.next_check_at is not None])
-        object.__setattr__(self, "checks", checks)
-        fingerprints = ", ".join([rv.fingerprint for rv in self.verdicts])
-        object.__setattr__(self, "fingerprint", f"[{encode_basestring_ascii(self.version.id)}, [{fingerprints}]]")
+        object.__setattr__(self, "checks", tuple(checks))
+        object.__setattr__(self, "fingerprint",
+                           f"[{encode_basestring_ascii(self.version.id)}, [{', '.join(fingerprints)}]]")
 
 
 @dataclass(frozen=True)
@@ -492,55 +498,77 @@ def _eligible_at(
 ) -> tuple[datetime | None, tuple[str, ...]]:
     """The ETA, and what the target waits for that is not time.
 
-    Without an ETA, the blockers are those of the first decision on the way that names any: at
-    ``now`` the only blocker may be a closed window, while an active job (or a failed release
-    that is not retried) holds the target back once it opens, and only the later decision sees it.
+    The walk re-decides at each next evaluation until the outcome is ``go``, or until no later instant
+    can be ``go`` without an event. A no-go on the way does not end it: a desired version whose job is
+    refused (retries exhausted) stops being desired once an allowance of its gates lapses, and an
+    older version may then go. Without an ETA, a waiting decision names the blockers of the first
+    decision on the way that names any: at ``now`` the only blocker may be a closed window, while an
+    active job (or a failed release that is not retried) holds the target back once it opens.
     """
-    waiting = _waiting_for(decision)
-    if decision.outcome is not Outcome.WAIT:
-        return (decision.evaluated_at if decision.outcome is Outcome.GO else None), waiting
-    if _held_by_event(decision):
-        return None, waiting
-    at = decision.next_evaluation_at
+    if decision.outcome is Outcome.GO:
+        return decision.evaluated_at, ()
+    redeploy = decision.target_id in engine.snapshot.requests
+    waiting, later = _waiting_for(decision), decision
     for _ in range(MAX_ETA_STEPS):
-        if at is None:
-            return None, waiting
+        at = later.next_evaluation_at
+        if at is None or _held_by_event(engine, later, redeploy=redeploy, asked=version_id is not None):
+            break
         later = _decide(engine.at(at), decision.target_id, version_id)
         if later.outcome is Outcome.GO:
             # An ETA means every remaining blocker is time-based (SPEC §5): nothing else is waited
             # for, even a rollout whose start awaits a soak and so carries no nextCheckAt itself.
             return at, ()
-        waiting = waiting or _waiting_for(later)
-        if later.outcome is Outcome.NO_GO:
-            return None, waiting or (f"{later.reason}: {later.message}",)
-        if _held_by_event(later):
-            return None, waiting
-        if later.next_evaluation_at is None or later.next_evaluation_at <= at:
-            return None, waiting
-        at = later.next_evaluation_at
-    # Every blocker is time-based, yet they never all allow at once (say, allow windows that do not
-    # overlap): say so rather than wait with nothing named.
-    gave_up = f"time: no instant up to {at.isoformat()} at which every gate allows at once" if at else "time"
-    return None, waiting or (gave_up,)
+        refused = (f"{later.reason}: {later.message}",) if later.outcome is Outcome.NO_GO else ()
+        waiting = waiting or _waiting_for(later) or refused
+    else:
+        # Every blocker is time-based, yet they never all allow at once (say, allow windows that do
+        # not overlap): say so rather than wait with nothing named.
+        waiting = waiting or (f"time: no instant up to {later.evaluated_at.isoformat()} at which every gate "
+                              "allows at once",)
+    return None, waiting if decision.outcome is Outcome.WAIT else ()
 
 
-def _held_by_event(decision: Decision) -> bool:
-    """No later instant can be ``go`` without an event (an approval, an upstream success, a job ending).
-
-    Holds when job eligibility waits on an event, or when every candidate that may still pass has a
-    blocker that only an event can lift. The ETA walk stops there. A rollout awaiting its gates carries
-    no nextCheckAt of its own but follows the gates it waits on, so it is not such a blocker.
-    """
-    if decision.desired is not None:
-        return any(_event_blocker(rv) for rv in decision.job_verdicts)
-    # Denied candidates count too: a veto that a later-stamped approval replaces (a decision asked
-    # about the past) carries a nextCheckAt, and that candidate may pass by time alone.
-    return bool(decision.candidates) and all(
-        any(_event_blocker(rv, denied=True) for rv in c.verdicts) for c in decision.candidates
+def _has_fallback(engine: Engine, decision: Decision) -> bool:
+    """Some ready version lies between the current one and the desired one: should the desired
+    version's allowance lapse while its job is refused, that one may go instead."""
+    desired, current = decision.desired, decision.current
+    if desired is None:
+        return False
+    versions = engine.snapshot.versions.get(engine.snapshot.targets[decision.target_id].deployment_id, ())
+    return any(
+        v.status is VersionStatus.READY and _older(v, desired) and (current is None or _older(current, v))
+        for v in versions
     )
 
 
+def _held_by_event(engine: Engine, decision: Decision, *, redeploy: bool, asked: bool) -> bool:
+    """No later instant can be ``go`` without an event (an approval, an upstream success, a job ending).
+
+    Go needs a desired version other than the current one (unless redeploying) whose job may be
+    created: an examined candidate that no event blocker holds back, or an older one, not examined
+    (there is none when one version was ``asked`` about or for a redeploy), once an allowance of the
+    desired version lapses. Denied verdicts count: a veto that a later-stamped approval replaces (a
+    decision asked about the past) carries a nextCheckAt.
+    """
+    if any(_event_blocker(rv) for rv in decision.job_verdicts):  # an active job holds every version back
+        return True
+    current = None if redeploy else decision.current
+    for c in decision.candidates:
+        if current is not None and c.version.id == current.id:
+            continue  # going back to it changes nothing
+        desired = decision.desired is not None and c.version.id == decision.desired.id
+        verdicts = c.verdicts + decision.job_verdicts if desired else c.verdicts
+        if not any(_event_blocker(rv, denied=True) for rv in verdicts):
+            return False
+        lapses = desired and any(rv.blocking and rv.verdict.next_check_at is not None for rv in c.verdicts)
+        if lapses and not (asked or redeploy) and _has_fallback(engine, decision):
+            return False
+    return True
+
+
 def _event_blocker(rv: RuleVerdict, *, denied: bool = False) -> bool:
+    """Holds until an event. A rollout awaiting its gates carries no nextCheckAt of its own but follows
+    the gates it waits on, so it is not such a blocker."""
     held = (Status.PENDING, Status.DENIED) if denied else (Status.PENDING,)
     return (
         rv.blocking

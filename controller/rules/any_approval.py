@@ -19,7 +19,6 @@ Must not: read a clock, or count one person twice.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -48,7 +47,7 @@ def evaluate(
     verdict = _evaluate_present([a for a in approvals if a.created_at <= now], spec, version_created_by, now)
     upcoming = min((a.created_at for a in approvals if a.created_at > now), default=None)
     if upcoming is not None and (verdict.next_check_at is None or upcoming < verdict.next_check_at):
-        return replace(verdict, next_check_at=upcoming)
+        return verdict._replace(next_check_at=upcoming)
     return verdict
 
 

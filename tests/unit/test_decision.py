@@ -762,16 +762,38 @@ def test_a_failed_release_waits_while_a_newer_version_may_still_pass() -> None:
     assert decide(snap, last, slot).outcome is Outcome.GO
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open: the desired version is the newest whose gates allow, even when its job can never be created "
-    "(retries exhausted); when its approval lapses, an older approved version becomes desired and goes, so "
-    "a no-go turns into go by time alone, and the no-go gave no ETA (controller/decision.py: _decide/_outcome)"))
-def test_a_no_go_stays_no_go_when_the_blocked_versions_approval_lapses() -> None:
-    expiring = {"anyApproval": {"minApprovals": 1, "expiresAfterMinutes": 30}}
-    snap = world(versions=[V2, V3], policies=[policy("approve", expiring)],
+EXPIRING_APPROVAL = {"anyApproval": {"minApprovals": 1, "expiresAfterMinutes": 30}}
+
+
+def test_a_no_go_whose_desired_versions_approval_lapses_gives_the_eta_of_an_older_version() -> None:
+    # Regression (the ETA walk stopping at a no-go): 3.0.0 passes its gates but failed here and is not
+    # retried, so it is desired and may not deploy: no-go. Its approval lapses at T0+29min while
+    # 2.0.0's holds until T0+30min, so the controller then desires 2.0.0 and creates its job: the ETA
+    # is that instant (SPEC §5), not null.
+    snap = world(versions=[V2, V3], policies=[policy("approve", EXPIRING_APPROVAL)],
                  jobs=[job(V3, JobStatus.FAILURE, at(-2), at(-1))],
                  approvals={(V3, PROD): [approved("alice", at(minutes=-1))], (V2, PROD): [approved("bob", T0)]})
     decision = decide(snap, TARGET, T0)
     assert (decision.outcome, decision.reason, desired_tag(decision)) == (Outcome.NO_GO, "RetriesExhausted", "3.0.0")
-    later = decide(snap, TARGET, at(minutes=29))  # 3.0.0's approval has lapsed; 2.0.0's has not
-    assert later.outcome is not Outcome.GO, (later.reason, desired_tag(later))
+    assert only(decision, V3, "anyApproval").verdict.next_check_at == at(minutes=29)
+    assert decision.next_evaluation_at == at(minutes=29)
+    assert (decision.eligible_at, decision.waiting_for) == (at(minutes=29), ())
+    before = decide(snap, TARGET, at(minutes=29) - timedelta(microseconds=1))
+    assert (before.outcome, desired_tag(before), before.eligible_at) == (Outcome.NO_GO, "3.0.0", at(minutes=29))
+    lapsed = decide(snap, TARGET, at(minutes=29))  # 3.0.0's approval has lapsed; 2.0.0's has not
+    assert (lapsed.outcome, lapsed.reason, desired_tag(lapsed)) == (Outcome.GO, "Eligible", "2.0.0")
+    assert lapsed.eligible_at == at(minutes=29)
+
+
+def test_a_no_go_whose_desired_versions_approval_lapses_has_no_eta_when_no_older_version_passes() -> None:
+    # The same walk past the no-go, but 2.0.0 has no approval: once 3.0.0's lapses nothing passes, and
+    # only an approval (an event) could lead to go.
+    snap = world(versions=[V2, V3], policies=[policy("approve", EXPIRING_APPROVAL)],
+                 jobs=[job(V3, JobStatus.FAILURE, at(-2), at(-1))],
+                 approvals={(V3, PROD): [approved("alice", at(minutes=-1))]})
+    decision = decide(snap, TARGET, T0)
+    assert (decision.outcome, decision.reason, decision.eligible_at, decision.waiting_for) == (
+        Outcome.NO_GO, "RetriesExhausted", None, ())
+    lapsed = decide(snap, TARGET, at(minutes=29))
+    assert (lapsed.outcome, lapsed.eligible_at, lapsed.waiting_for) == (
+        Outcome.WAIT, None, ("anyApproval: 0/1 approvals",))

@@ -4,8 +4,9 @@ Random small worlds mix approvals (some expiring, some vetoes), allow and deny w
 gradual rollouts, retry rules, overrides, warn rules, disabled policies and job histories. The ETA
 is checked against the decision itself: go at ``eligible_at``, and not go at every
 ``next_evaluation_at`` checkpoint nor at sampled instants before it. Without an ETA, a waiting
-decision names what it waits for and no later checkpoint is go; a no-go never turns into go by time
-alone (one known exception, an open bug, is pinned in test_decision.py).
+decision names what it waits for and no later checkpoint is go. A no-go holds to the same rule: it
+has an ETA only where time alone turns it into go (the desired version's job is refused and an
+allowance of its gates lapses; see test_decision.py).
 """
 
 from __future__ import annotations
@@ -198,20 +199,16 @@ def test_eligible_at_is_the_first_instant_at_which_the_decision_is_go(
     ahead = checkpoints(snap, decision, now + HORIZON)
     first_go = next((at for at in ahead if outcome(snap, at) is Outcome.GO), None)
     eligible_at = decision.eligible_at
-    if decision.outcome is Outcome.NO_GO:
-        # No-go is final: without an event, waiting never turns it into go. The one known exception
-        # is an open bug, pinned by test_a_no_go_stays_no_go_when_the_blocked_versions_approval_lapses:
-        # the desired version cannot get a job, and once an allowance of its gates lapses an older
-        # version becomes desired.
-        assert eligible_at is None
-        if first_go is not None:
-            assert lapsing_job_blocked_desired(decision, first_go), (first_go, blocking(decision))
-        return
     if eligible_at is None:
-        # Waiting on something that is not time: the decision says what, and time alone never helps.
-        assert decision.waiting_for, blocking(decision)
+        # Held by something that is not time: a waiting decision says what, and time alone never helps.
+        if decision.outcome is Outcome.WAIT:
+            assert decision.waiting_for, blocking(decision)
         assert first_go is None
         return
+    if decision.outcome is Outcome.NO_GO:
+        # A no-go turns into go by time alone only where the desired version cannot get a job and an
+        # allowance of its gates lapses, so that an older version becomes desired.
+        assert lapsing_job_blocked_desired(decision, eligible_at), (eligible_at, blocking(decision))
     assert eligible_at > now
     assert eligible_at == first_go or (first_go is None and eligible_at >= now + HORIZON), (eligible_at, first_go)
     assert outcome(snap, eligible_at) is Outcome.GO
