@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Document = Mapping[str, Any]
 
@@ -61,8 +61,10 @@ class VersionFact:
     doc: Document = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True)
-class JobFact:
+class JobFact(NamedTuple):
+    """Immutable like the frozen dataclasses here, but a tuple: a pass builds one per job, tens of
+    thousands, and a tuple is built about four times faster."""
+
     id: str
     target_id: str
     version_id: str
@@ -83,8 +85,9 @@ class ApprovalFact:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class TargetFact:
+class TargetFact(NamedTuple):
+    """A tuple for the reason JobFact is: a snapshot holds every target of its deployments."""
+
     id: str
     resource_id: str
     environment_id: str

@@ -73,10 +73,20 @@ class Snapshot:
     requests: Mapping[str, RedeployRequest] = field(default_factory=dict)
     # job agent id -> its config, the base of every job's merged config.
     job_agents: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    # Derived on first read: the current job per target (the decision and the load both ask).
+    _current: dict[str, JobFact | None] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def remember_current(self, currents: Mapping[str, JobFact | None]) -> None:
+        """Current jobs the loader already worked out from these very ``jobs``."""
+        self._current.update(currents)
 
     def current_job(self, target_id: str) -> JobFact | None:
         """The latest successful job by completion: it defines the target's current version."""
-        return current_job(self.jobs.get(target_id, ()))
+        try:
+            return self._current[target_id]
+        except KeyError:
+            found = self._current[target_id] = current_job(self.jobs.get(target_id, ()))
+            return found
 
     def version(self, version_id: str, deployment_id: str) -> VersionFact | None:
         for version in self.versions.get(deployment_id, ()):

@@ -190,7 +190,8 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
 
     focus = [_target(row) for row in scope.focus]
     jobs = _jobs_per_target(scope.rows(session, _FOCUS_JOBS))  # full history
-    candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment)
+    currents: dict[str, JobFact | None] = {}
+    candidate_ids = _candidate_ids(scope.focus, jobs, by_deployment, currents)
     upstream_rows = scope.rows(session, _UPSTREAM_JOBS) if needs.upstream else []
     if scope.whole:
         siblings = focus
@@ -204,7 +205,7 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
 
     version_docs = {v.id: Doc(v.doc) for v in versions}
     version_docs |= _upstream_versions(session, jobs, version_docs)
-    return Snapshot(
+    snapshot = Snapshot(
         policies=policies,
         targets={t.id: t for t in [*focus, *siblings, *neighbours]},
         resources=docs.resources,
@@ -225,6 +226,8 @@ def load_snapshot(session: Session, focus_ids: Sequence[str]) -> Snapshot:
         job_agents={a.id: a.config for a in _rows_by_id(session, JobAgentRow, sorted(
             {d.job_agent_id for d in deployments.values() if d.job_agent_id}))},
     )
+    snapshot.remember_current(currents)
+    return snapshot
 
 
 @dataclass(frozen=True)
@@ -240,11 +243,15 @@ def _reads(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> Reads
     if scope.whole:
         upstream = any(isinstance(r.spec, DeploymentDependencySpec) for p in policies for r in p.rules)
         return Reads(upstream=upstream)
-    read = Reads()
+    read, seen = Reads(), set()
     for target in scope.focus:
         activation = {"environment": docs.environments[target[2]], "resource": docs.resources[target[1]],
                       "deployment": docs.deployments[target[3]]}
-        read |= reads(policies, activation, target[2], docs.environments)
+        matched = tuple(p for p in policies if p.enabled and p.selector.test(activation))
+        key = (target[2], tuple(p.id for p in matched))  # a batch has a few distinct ones
+        if key not in seen:
+            seen.add(key)
+            read |= reads(matched, activation, target[2], docs.environments)
     return read
 
 
@@ -303,15 +310,17 @@ def _sibling_job_rows(
 
 
 def _candidate_ids(
-    focus: Sequence[Any], jobs: Mapping[str, tuple[JobFact, ...]], versions: Mapping[str, tuple[VersionFact, ...]]
+    focus: Sequence[Any], jobs: Mapping[str, tuple[JobFact, ...]], versions: Mapping[str, tuple[VersionFact, ...]],
+    currents: dict[str, JobFact | None],
 ) -> list[str]:
     """The versions a focus target may be decided on: ready ones no older than the oldest current
     version among the focus targets of their deployment (there is no automatic downgrade), and any
-    version an operator asked to redeploy. Other targets' jobs and approvals matter only for these."""
+    version an operator asked to redeploy. Other targets' jobs and approvals matter only for these.
+    Fills ``currents`` with each focus target's current job, which the decision reads again."""
     by_id = {v.id: v for vs in versions.values() for v in vs}
     floors: dict[str, list[tuple[datetime, str] | None]] = defaultdict(list)
     for target in focus:
-        job = current_job(jobs.get(target[0], ()))
+        job = currents[target[0]] = current_job(jobs.get(target[0], ()))
         current = by_id.get(job.version_id) if job is not None else None
         in_deployment = current is not None and current.deployment_id == target[3]
         floors[target[3]].append((current.created_at, current.id) if in_deployment else None)  # type: ignore[union-attr]
