@@ -8,8 +8,11 @@ than its code, refusing to start rather than failing on the first query.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,17 @@ MIGRATION_LOCK_KEY = 0x52656C67
 SQLITE_BUSY_SECONDS = 30.0
 
 
+def _json_default(value: Any) -> str:
+    """JSON columns take documents as they are built, timestamps included: one C-level encoding,
+    instead of a Python walk converting them first (a decision document per target and pass)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_JSON = partial(json.dumps, default=_json_default)
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.database_url
     if url.startswith("sqlite"):
@@ -42,12 +56,14 @@ def make_engine(settings: Settings) -> Engine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        json_serializer=_JSON,
     )
 
 
 def _sqlite_engine(url: str) -> Engine:
     memory = url in ("sqlite://", "sqlite:///:memory:")
-    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS}}
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS},
+                              "json_serializer": _JSON}
     if memory:
         kwargs["poolclass"] = StaticPool
     else:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, update
+from sqlalchemy import Table, bindparam, func, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from controller.clock import Clock
 from controller.decision import document, policy_revisions
@@ -26,7 +27,7 @@ from controller.store import collector, triggers, verifications
 from controller.store.db import Store
 from controller.store.facts import load_snapshot
 from controller.store.jobs import expire_leases, new_job
-from controller.store.repo import jsonable
+from controller.store.repo import insert_many
 from controller.store.tables import DecisionRow, JobRow, ReleaseTargetRow
 from controller.store.verifier import Verifier, next_due_at
 
@@ -94,6 +95,8 @@ class Reconciler:
     def _process(self, session: Session, claimed: list[ReleaseTargetRow], now: datetime, result: PassResult) -> None:
         snapshot = load_snapshot(session, [t.id for t in claimed])
         engine = Engine(snapshot, now)
+        decisions: list[dict[str, Any]] = []
+        evaluated: dict[bool, list[dict[str, Any]]] = {False: [], True: []}  # by: its request is fulfilled
         for target in claimed:
             reconciled = reconcile(snapshot, target.id, now, engine)
             result.jobs_created += self._apply_jobs(session, reconciled, now)
@@ -101,23 +104,19 @@ class Reconciler:
                 verifications.start(session, action, now) is not None
                 for action in reconciled.actions if isinstance(action, StartVerification))
             if reconciled.log_key != target.last_decision_key:
-                _log_decision(session, reconciled, snapshot.targets[target.id].environment_id,
-                              snapshot.targets[target.id].deployment_id)
-                result.decisions_logged += 1
+                fact = snapshot.targets[target.id]
+                decisions.append(_decision_row(reconciled, fact.environment_id, fact.deployment_id))
                 result.logged_outcomes.append(reconciled.decision.outcome.value)
-            values: dict[str, object] = {
-                "evaluated_generation": target.dirty_generation,
-                "next_evaluation_at": reconciled.next_evaluation_at,
-                "last_decision_key": reconciled.log_key,
-            }
-            if reconciled.fulfils_request and reconciled.actions:
-                values |= {"requested_version_id": None, "requested_by": None, "requested_reason": None,
-                           "requested_at": None}
-            # synchronize_session=False: nothing reads these back, and the default matches the UPDATE's
-            # criteria against every object in the session, the whole batch: quadratic in the batch size.
-            session.execute(update(ReleaseTargetRow).where(col(ReleaseTargetRow.id) == target.id).values(values)
-                            .execution_options(synchronize_session=False))
-            result.evaluated += 1
+            evaluated[reconciled.fulfils_request and bool(reconciled.actions)].append({
+                "target": target.id, "generation": target.dirty_generation,
+                "next_at": reconciled.next_evaluation_at, "key": reconciled.log_key})
+        # The batch's writes as two statements, not two per target: in order, in this one transaction.
+        insert_many(session, DecisionRow, decisions)
+        for fulfilled, rows in evaluated.items():
+            if rows:
+                session.execute(_EVALUATED[fulfilled], rows)
+        result.decisions_logged += len(decisions)
+        result.evaluated += len(claimed)
 
     @staticmethod
     def _apply_jobs(session: Session, reconciled: Reconciled, now: datetime) -> int:
@@ -143,7 +142,10 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[ReleaseTarget
         col(ReleaseTargetRow.dirty_generation) > col(ReleaseTargetRow.evaluated_generation),
         col(ReleaseTargetRow.next_evaluation_at) <= now,
     )
-    stmt = select(ReleaseTargetRow).where(due).order_by(col(ReleaseTargetRow.id)).limit(limit)
+    # Grouped by (deployment, environment): a batch then reads one environment's siblings and
+    # dependencies, not every environment's (loading them is most of a batch's cost).
+    order = (col(ReleaseTargetRow.deployment_id), col(ReleaseTargetRow.environment_id), col(ReleaseTargetRow.id))
+    stmt = select(ReleaseTargetRow).where(due).order_by(*order).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         return list(session.exec(stmt.with_for_update(skip_locked=True)))
     claimed = list(session.exec(stmt))
@@ -167,17 +169,33 @@ def next_wake_at(session: Session) -> datetime | None:
     return min(times) if times else None
 
 
-def _log_decision(session: Session, reconciled: Reconciled, environment_id: str, deployment_id: str) -> None:
+def _decision_row(reconciled: Reconciled, environment_id: str, deployment_id: str) -> dict[str, Any]:
     decision = reconciled.decision
-    session.add(DecisionRow(
-        decision_id=decision.decision_id,
-        release_target_id=decision.target_id,
-        deployment_id=deployment_id,
-        environment_id=environment_id,
-        version_id=decision.desired.id if decision.desired else None,
-        outcome=decision.outcome.value,
-        reason=decision.reason,
-        evaluated_at=decision.evaluated_at,
-        policy_revisions=policy_revisions(decision.policies),
-        document=jsonable(document(decision)),
-    ))
+    return {
+        "decision_id": decision.decision_id,
+        "release_target_id": decision.target_id,
+        "deployment_id": deployment_id,
+        "environment_id": environment_id,
+        "version_id": decision.desired.id if decision.desired else None,
+        "outcome": decision.outcome.value,
+        "reason": decision.reason,
+        "evaluated_at": decision.evaluated_at,
+        "policy_revisions": policy_revisions(decision.policies),
+        "document": document(decision),  # the engine's JSON serializer writes its timestamps
+    }
+
+
+# A target's evaluation, recorded: the generation it saw, when it is due next, what was logged; and,
+# when its redeploy request was acted on, the request cleared. Run with one parameter set per target.
+# Core, on the table: the ORM would match each UPDATE against every object in the session (the batch).
+_T: Table = SQLModel.metadata.tables["release_target"]
+_EVALUATED_VALUES: dict[str, Any] = {
+    "evaluated_generation": bindparam("generation"),
+    "next_evaluation_at": bindparam("next_at"),
+    "last_decision_key": bindparam("key"),
+}
+_EVALUATED = {
+    False: update(_T).where(_T.c.id == bindparam("target")).values(_EVALUATED_VALUES),
+    True: update(_T).where(_T.c.id == bindparam("target")).values(_EVALUATED_VALUES | dict.fromkeys(
+        ("requested_version_id", "requested_by", "requested_reason", "requested_at"))),
+}
