@@ -347,10 +347,20 @@ def _candidate(
     overrides: Sequence[OverrideFact],
 ) -> Candidate:
     """The candidate, given its gates' verdicts: the rollout, which waits for them, comes last."""
-    if plan.rollout is not None:
+    rollout = plan.rollout
+    if rollout is not None:
         start_at = _rollout_start(engine, plan, verdicts, subject)
-        verdict = engine.rollout(plan.rollout, subject, start_at, current.id if current else None)
-        verdicts.append(_applied_verdict(engine, plan.rollout, subject, verdict, overrides))
+        current_id = current.id if current else None
+        already = current_id == subject.version.id
+
+        def applied() -> RuleVerdict:
+            verdict = engine.rollout(rollout, subject, start_at, current_id)
+            return _applied_verdict(engine, rollout, subject, verdict, overrides)
+
+        # On the version already, or not started: the verdict reads no target (no position), so the
+        # plan's targets share it unless an override (which names targets) may apply.
+        idle = (already or start_at is None) and not overrides
+        verdicts.append(engine.shared(("rollout-idle", plan, already), applied) if idle else applied())
     return Candidate(subject.version, tuple(verdicts))
 
 

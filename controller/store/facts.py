@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import String, bindparam, func, type_coerce
 from sqlmodel import Session, col, select
 
-from controller.cel import Doc
+from controller.cel import Doc, Projection
 from controller.decision import Reads, reads
 from controller.facts import (
     ApprovalFact,
@@ -243,15 +243,18 @@ def _reads(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> Reads
     if scope.whole:
         upstream = any(isinstance(r.spec, DeploymentDependencySpec) for p in policies for r in p.rules)
         return Reads(upstream=upstream)
+    # Targets that agree on the environment, the deployment and what the selectors read of the
+    # resource match the same policies (as decision._plan relies on): a batch has a few distinct ones.
+    projection = Projection(path for p in policies for path in p.selector.paths if path[0] == "resource")
     read, seen = Reads(), set()
     for target in scope.focus:
-        activation = {"environment": docs.environments[target[2]], "resource": docs.resources[target[1]],
-                      "deployment": docs.deployments[target[3]]}
-        matched = tuple(p for p in policies if p.enabled and p.selector.test(activation))
-        key = (target[2], tuple(p.id for p in matched))  # a batch has a few distinct ones
+        resource = docs.resources[target[1]]
+        key = (target[2], target[3], projection.key({"resource": resource}))
         if key not in seen:
             seen.add(key)
-            read |= reads(matched, activation, target[2], docs.environments)
+            activation = {"environment": docs.environments[target[2]], "resource": resource,
+                          "deployment": docs.deployments[target[3]]}
+            read |= reads(policies, activation, target[2], docs.environments)
     return read
 
 
