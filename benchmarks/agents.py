@@ -13,6 +13,8 @@ B. mixed: ``--pull-agents`` pull agents (list pending → claim → report succe
    ``--jobs`` pending jobs that the controller loop created for a new version, while the gate
    callers ask about a new version and report each ``go`` successful, as real agents would.
 C. the bare endpoint, with the gate-only load of A.
+D. the floor of our own stack: the same callers list their agent's pending jobs (authentication,
+   a session, one indexed query that finds nothing). No gate call can cost less than this.
 
 For each it prints throughput, p50/p99 latency and the server's CPU time per request (read from
 /proc; on a shared machine it moves least), and the gate/bare ratios. The goal from the issue:
@@ -334,6 +336,23 @@ def gate_load(base_url: str, token: str, resources: list[str], tag: str, callers
     return series, in_threads(callers, caller, timeout)
 
 
+PENDING_ONE = {"status": "pending", "limit": 1}
+
+
+def read_load(base_url: str, token: str, callers: int, calls: int, timeout: float) -> tuple[Series, float]:
+    """The cheapest authenticated call an agent makes, the gate's floor: token lookup, one session,
+    one indexed query that finds nothing (the gate callers' jobs are never pending)."""
+    series = Series()
+
+    def caller(_: int) -> None:
+        with client_for(base_url, token) as client:
+            for _ in range(calls):
+                timed(series, lambda: client.get("/v1/job-agents/gaters/jobs", params=PENDING_ONE),
+                      lambda r: f"HTTP {r.status_code}")
+
+    return series, in_threads(callers, caller, timeout)
+
+
 def pull_load(base_url: str, token: str, agents: int, jobs: int, timeout: float) -> tuple[Series, float]:
     """Pull agents drain the pending jobs: list, claim (a 409 means another agent won it), report.
     A job counts as handled once claimed, whatever became of its report (failures are counted)."""
@@ -487,20 +506,27 @@ def main() -> None:
                               lambda: pull_load(server.base_url, world.pull_token, args.pull_agents, args.jobs,
                                                 args.timeout))
             background.join(args.timeout)
+            floor = measured(server, f"D. GET agent's pending jobs ({callers})", lambda: read_load(
+                server.base_url, world.gate_token, callers, args.bare_calls // 2, args.timeout))
             admin.close()
         with bare(workdir, 60) as bare_server:
             baseline = measured(bare_server, f"C. bare FastAPI POST ({callers} callers)", lambda: gate_load(
                 bare_server.base_url, "x", first, "1.0.0", callers, args.bare_calls, args.timeout))
 
         print("\nPhase                                   count     throughput      p50          p99        server CPU")
-        for phase in (gate_only, *mixed_gate, claims, baseline):
+        for phase in (gate_only, *mixed_gate, claims, floor, baseline):
             print(phase.line())
         print("  (the two B loads run together: each B line's server CPU is the whole server's, loop included)")
         ratio = gate_only.throughput / baseline.throughput
         cpu_ratio = (baseline.cpu / len(baseline.series.latencies)) / (gate_only.cpu / len(gate_only.series.latencies))
         p99 = gate_only.series.quantile(0.99) * 1000
         print(f"\nGate throughput / bare: {ratio:.1%} (goal >= 30%); by server CPU per request: {cpu_ratio:.1%}")
-        print(f"Gate p99 at {callers} callers: {p99:.1f} ms (goal < 50 ms)")
+        print(f"Floor (D, an authenticated read that finds nothing) / bare: "
+              f"{floor.throughput / baseline.throughput:.1%}; gate / floor: {gate_only.throughput / floor.throughput:.1%}")
+        print(f"Gate p99 at {callers} callers: {p99:.1f} ms (goal < 50 ms); bare p99 "
+              f"{baseline.series.quantile(0.99) * 1000:.1f} ms; with {callers} callers that never pause, latency is "
+              f"at least {callers} / throughput on average (Little's law): p99 < 50 ms needs "
+              f"> {callers / 0.05:.0f} req/s")
         print(f"Goal {'met' if ratio >= 0.30 and p99 < 50 else 'missed'}.")
         if args.profile:
             profile_gate(workdir / "releasegate.db", world, second[:100])

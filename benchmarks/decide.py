@@ -18,7 +18,13 @@ It times:
 1. a full pass over the deployment: ``load_snapshot`` once for all its targets, then ``decide``
    for each with one shared ``Engine``, with the cyclic GC paused as the controller pauses it for
    each batch (``Reconciler.run_pass``); load and decide are reported apart. Pass 1 is the first
-   decision in the process (every CEL memo empty); pass 2 repeats it with the memos warm.
+   decision in the process (every CEL memo empty); pass 2 repeats it with the memos warm (the
+   median of five). Then, as a running controller meets a new version, v2.6.0 is created through
+   the store (as the API creates one) and the next pass decides every target with it as the newest
+   candidate: the policies' memos are warm, none for this version. That pass is also run split
+   between two processes forked at that point, each deciding half of the targets from its own
+   partial snapshot, as two controllers sharing PostgreSQL split a pass (their decisions must equal
+   the single process's, target by target).
 2. the explain call for one target: ``load_snapshot`` for that target, ``decide(explain=True)``
    (which adds the ETA) and ``document()``; the median over 20 targets, one per environment.
 3. the baseline, in the same run, over the same snapshot: for each target, every policy re-parsed
@@ -49,6 +55,7 @@ import argparse
 import cProfile
 import io
 import math
+import multiprocessing
 import pstats
 import random
 import statistics
@@ -79,13 +86,15 @@ from controller.store import approvals, collector, inventory, policies
 from controller.store.db import Store
 from controller.store.facts import load_snapshot
 from controller.store.repo import insert_many
-from controller.store.tables import EnvironmentRow, JobRow, PolicyRow, ReleaseTargetRow, ResourceRow
+from controller.store.tables import DeploymentRow, EnvironmentRow, JobRow, PolicyRow, ReleaseTargetRow, ResourceRow
 
 # Tuesday 2025-03-11 15:30 UTC = 11:30 in New York (EDT): inside business hours, outside the freeze.
 NOW = datetime(2025, 3, 11, 15, 30, tzinfo=UTC)
 GOAL_SECONDS = 1.0
 BASELINE_BUDGET_SECONDS = 120.0
 EXPLAIN_SAMPLES = 20
+WARM_PASSES = 5
+SPLIT_WORKERS = 2  # the machine's cores
 
 
 def ago(**delta: float) -> datetime:
@@ -265,6 +274,51 @@ def fast_pass(store: Store, ids: Sequence[str]) -> tuple[Cost, Cost, Snapshot, d
         return load, clock.lap(), snapshot, decisions
 
 
+def split_pass(url: str, store: Store, ids: Sequence[str], workers: int) -> tuple[float, list[tuple[Cost, Cost]],
+                                                                             dict[str, tuple[Any, ...]]]:
+    """The pass split between ``workers`` controller processes, as controllers sharing PostgreSQL split
+    one: each takes its share of the targets (a contiguous run, as claims in due order give) and loads
+    only their facts (a partial focus, as a batch does). The processes are forked from this one, so
+    each starts exactly as warm; the wall time runs from their release until the last one finishes
+    (``perf_counter`` is one monotonic clock for every process)."""
+    context = multiprocessing.get_context("fork")
+    shares = [list(ids[i * len(ids) // workers:(i + 1) * len(ids) // workers]) for i in range(workers)]
+    store.engine.dispose()  # no SQLite connection may cross the fork
+    release = context.Event()
+    processes, pipes = [], []
+    for share in shares:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_share_pass, args=(url, share, release, sender), daemon=True)
+        process.start()
+        sender.close()
+        processes.append(process)
+        pipes.append(receiver)
+    for pipe in pipes:
+        if not pipe.poll(120) or pipe.recv() != "ready":
+            raise RuntimeError("a worker did not start")
+    start = time.perf_counter()
+    release.set()
+    results = []
+    for pipe in pipes:
+        if not pipe.poll(600):
+            raise RuntimeError("a worker did not finish")
+        results.append(pipe.recv())
+    for process in processes:
+        process.join(60)
+    signatures = {t: sig for _, _, _, sigs in results for t, sig in sigs.items()}
+    return max(end for end, _, _, _ in results) - start, [(load, dec) for _, load, dec, _ in results], signatures
+
+
+def _share_pass(url: str, share: list[str], release: Any, pipe: Any) -> None:
+    store = Store.open(Settings(database_url=url))
+    pipe.send("ready")
+    release.wait()
+    load, dec, _, decisions = fast_pass(store, share)
+    end = time.perf_counter()
+    pipe.send((end, load, dec, {t: signature(d) for t, d in decisions.items()}))
+    store.engine.dispose()
+
+
 def explain_call(store: Store, target_id: str) -> tuple[Cost, Cost, dict[str, Any]]:
     """What GET /v1/release-targets/{id}/decision does, minus HTTP: load for one target, explain."""
     clock = Clock()
@@ -363,14 +417,26 @@ def main() -> None:
         policy_rows = {row.id: row for row in session.exec(select(PolicyRow))}
 
     load1, decide1, snapshot, fast = fast_pass(store, ids)  # every CEL memo empty
-    load2, decide2, _, again = fast_pass(store, ids)  # memos warm
-    assert {t: signature(d) for t, d in again.items()} == {t: signature(d) for t, d in fast.items()}
+    warm_passes = [fast_pass(store, ids) for _ in range(WARM_PASSES)]  # memos warm
+    for _, _, _, again in warm_passes:
+        assert {t: signature(d) for t, d in again.items()} == {t: signature(d) for t, d in fast.items()}
+    by_total = sorted(warm_passes, key=lambda p: (p[0] + p[1]).wall)
+    load2, decide2 = by_total[len(by_total) // 2][:2]  # the median pass
 
     step = len(ids) // EXPLAIN_SAMPLES or 1
     picks = [ids[min(len(ids) - 1, i * step + (i * 37) % step)] for i in range(min(EXPLAIN_SAMPLES, len(ids)))]
     explains = [explain_call(store, tid) for tid in picks]
     eta = sum(1 for _, _, doc in explains if doc["eligibleAt"] is not None)
     slowest = max(explains, key=lambda e: (e[0] + e[1]).wall)[2]
+
+    # A running controller meets a new version: v2.6.0 is created (as POST .../versions would) and the
+    # next pass decides every target for it, the policies' memos warm but none for this version.
+    write(store, lambda c: inventory.create_version(c, c.session.get(DeploymentRow, w.deployment_id), {
+        "tag": "v2.6.0", "created_at": NOW, "created_by": "ci-bot", "metadata": {"pciReviewed": "true"},
+        "config": {}}), NOW)
+    split_wall, split_costs, split = split_pass(url, store, ids, SPLIT_WORKERS)  # before any pass here: cold too
+    load3, decide3, _, newer = fast_pass(store, ids)
+    split_mismatched = [t for t in ids if split[t] != signature(newer[t])]
 
     stride = choose_stride(snapshot, policy_rows, ids, args.baseline_stride)
     sample = ids[::stride]
@@ -387,9 +453,20 @@ def main() -> None:
     print("  reasons: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     print()
     print("1. whole deployment: load_snapshot once + decide per target with one shared Engine")
-    for label, load, dec in (("pass 1 (CEL memos empty)", load1, decide1), ("pass 2 (CEL memos warm)", load2, decide2)):
-        print(f"   {label:<25} load {load}  decide {dec}  total {load + dec}  "
+    for label, load, dec in (("pass 1 (CEL memos empty)", load1, decide1),
+                             (f"pass 2 (memos warm, median of {WARM_PASSES})", load2, decide2),
+                             ("new version v2.6.0", load3, decide3)):
+        print(f"   {label:<34} load {load}  decide {dec}  total {load + dec}  "
               f"({dec.wall / len(ids) * 1e6:.0f} µs/target decide)")
+    shares = "; ".join(f"load {lo.wall * 1000:.0f} + decide {de.wall * 1000:.0f} ms" for lo, de in split_costs)
+    print(f"   {'new version, ' + str(SPLIT_WORKERS) + ' controller processes':<34} total {split_wall * 1000:8.1f} ms "
+          f"wall, from release to the last one done (each: {shares}); "
+          + (f"decisions identical to one process's for all {len(ids)} targets" if not split_mismatched
+             else f"MISMATCH on {len(split_mismatched)} targets, e.g. {split_mismatched[0]}"))
+    warm_totals = sorted((lo + de).wall for lo, de, _, _ in warm_passes)
+    newer_reasons = Counter(f"{d.outcome.value}:{d.reason}" for d in newer.values())
+    print(f"   warm passes, total wall (s): {' '.join(f'{t:.2f}' for t in warm_totals)}; new version: "
+          + ", ".join(f"{k} {v}" for k, v in newer_reasons.most_common()))
     loads, rest = [e[0] for e in explains], [e[1] for e in explains]
     totals = [a + b for a, b in zip(loads, rest, strict=True)]
     print(f"2. explain one target (load_snapshot([id]) + decide(explain=True) + document), median of {len(explains)}:")
@@ -409,19 +486,22 @@ def main() -> None:
     print(f"   check: {len(sample) - len(mismatched)}/{len(sample)} baseline targets have identical outcome, reason, "
           f"versions, verdicts (rule, status, reason, times), job eligibility and decision id"
           + ("" if not mismatched else f"; MISMATCH e.g. {mismatched[0]}"))
-    first, warm = load1 + decide1, load2 + decide2
-    if first.wall < GOAL_SECONDS:
-        verdict = "MET"
-    elif min(first.cpu, warm.cpu) < GOAL_SECONDS:
-        verdict = "NOT met in wall time (met in CPU time: the machine was busy)"
-    else:
-        verdict = "NOT met"
-    print(f"goal: whole deployment decided in < {GOAL_SECONDS:.0f} s: {verdict} "
-          f"(pass 1 {first.wall:.2f} s wall / {first.cpu:.2f} s CPU, pass 2 {warm.wall:.2f} s / {warm.cpu:.2f} s)")
+    for label, cost in (("pass 1, first in the process", load1 + decide1), ("warm pass, median", load2 + decide2),
+                        ("new version, running controller", load3 + decide3),
+                        (f"new version, {SPLIT_WORKERS} controllers",
+                         Cost(split_wall, max((lo + de).cpu for lo, de in split_costs)))):
+        if cost.wall < GOAL_SECONDS:
+            verdict = "MET"
+        elif cost.cpu < GOAL_SECONDS:
+            verdict = "NOT met in wall time (met in CPU time: the machine was busy)"
+        else:
+            verdict = "NOT met"
+        print(f"goal: whole deployment decided in < {GOAL_SECONDS:.0f} s, {label}: {verdict} "
+              f"({cost.wall:.2f} s wall / {cost.cpu:.2f} s CPU)")
     if args.profile:
         profile_pass(store, ids)
     store.engine.dispose()
-    if mismatched:
+    if mismatched or split_mismatched:
         sys.exit(1)
 
 
