@@ -61,6 +61,7 @@ class Loop(Generic[PassT]):
         self._lock = threading.Lock()
         self.passes = 0
         self.failures = 0
+        self.failing = 0  # failed passes since the last one that succeeded
         self.last_pass_at: datetime | None = None
 
     @property
@@ -118,6 +119,7 @@ class Loop(Generic[PassT]):
             outcome = self._run_pass(now)
         except Exception:
             self.failures += 1
+            self.failing += 1
             if self._observer is not None:
                 self._observer.pass_failed(time.perf_counter() - started)
             log.exception("controller pass failed; the next tick retries")
@@ -125,6 +127,7 @@ class Loop(Generic[PassT]):
         if self._observer is not None:
             self._observer.pass_succeeded(time.perf_counter() - started, outcome)
         self.passes += 1
+        self.failing = 0
         self.last_pass_at = now
         return outcome
 

@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
+from sqlmodel import SQLModel
 
 from api.app import create_app
 from controller.clock import FakeClock
@@ -79,6 +80,31 @@ def test_a_controller_app_serves_probes_and_metrics_only(settings: Settings, sto
         readiness = client.get("/readyz").json()
         assert readiness["role"] == "controller"
         assert set(readiness["checks"]) == {"database", "controller"}
+
+
+def test_a_controller_whose_passes_keep_failing_is_not_ready(settings: Settings, store: Store,
+                                                            clock: FakeClock) -> None:
+    # A real fault: a table every pass reads is gone, while the database itself still answers.
+    trigger_table = SQLModel.metadata.tables["deployment_trigger"]
+    with app_client(settings, store, clock, ProcessRole.CONTROLLER) as client:
+        loop = client.app.state.loop  # type: ignore[attr-defined]
+        loop.start()
+        try:
+            loop.run_once()
+            assert client.get("/readyz").status_code == 200
+            trigger_table.drop(store.engine)
+            for failed in range(1, 4):
+                assert loop.run_once() is None
+                assert loop.failing >= failed
+            readiness = client.get("/readyz")
+            assert readiness.status_code == 503, readiness.text
+            assert readiness.json()["checks"]["database"] == "ok"
+            assert readiness.json()["checks"]["controller"].startswith("failing: the last ")
+            trigger_table.create(store.engine)
+            assert loop.run_once() is not None
+            assert (loop.failing, client.get("/readyz").status_code) == (0, 200)
+        finally:
+            loop.stop()
 
 
 def test_an_api_app_runs_no_loop_and_is_ready_without_one(settings: Settings, store: Store, clock: FakeClock) -> None:
