@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from api.deps import Now, Reader, SessionDep, WriteCtx, require
@@ -32,9 +33,17 @@ IdFilter = Annotated[str | None, Query(max_length=64), NoNul]
 @approvals.post("", status_code=201, response_model=ApprovalPublic, operation_id="submitApproval")
 def submit(body: ApprovalCreate, session: SessionDep, approver: Approver, at: Now) -> Any:
     """Approve or reject a version for an environment, as the caller. A later submission replaces it."""
-    ctx = Context(session, approver, at)
-    row = submit_approval(ctx, body.version_id, body.environment_id, body.status, body.reason)
-    session.commit()
+    try:
+        row = submit_approval(Context(session, approver, at), body.version_id, body.environment_id, body.status,
+                              body.reason)
+        session.commit()
+    except IntegrityError:
+        # The same user's concurrent submission created the record first (it is one per version,
+        # environment and user): this one replaces it, as a later submission does.
+        session.rollback()
+        row = submit_approval(Context(session, approver, at), body.version_id, body.environment_id, body.status,
+                              body.reason)
+        session.commit()
     return approval_doc(row)
 
 
