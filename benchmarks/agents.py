@@ -521,8 +521,9 @@ def main() -> None:
         cpu_ratio = (baseline.cpu / len(baseline.series.latencies)) / (gate_only.cpu / len(gate_only.series.latencies))
         p99 = gate_only.series.quantile(0.99) * 1000
         print(f"\nGate throughput / bare: {ratio:.1%} (goal >= 30%); by server CPU per request: {cpu_ratio:.1%}")
-        print(f"Floor (D, an authenticated read that finds nothing) / bare: "
-              f"{floor.throughput / baseline.throughput:.1%}; gate / floor: {gate_only.throughput / floor.throughput:.1%}")
+        floor_ratio, gate_floor = floor.throughput / baseline.throughput, gate_only.throughput / floor.throughput
+        print(f"Floor (D, an authenticated read that finds nothing) / bare: {floor_ratio:.1%}; "
+              f"gate / floor: {gate_floor:.1%}")
         print(f"Gate p99 at {callers} callers: {p99:.1f} ms (goal < 50 ms); bare p99 "
               f"{baseline.series.quantile(0.99) * 1000:.1f} ms; with {callers} callers that never pause, latency is "
               f"at least {callers} / throughput on average (Little's law): p99 < 50 ms needs "

@@ -17,6 +17,7 @@ When running as root, initdb/pg_ctl run as ``postgres`` via runuser (or su).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import json
 import os
@@ -241,15 +242,14 @@ class _PgServer:
                         "SELECT 1 FROM pg_database WHERE datname = %s", (TEMPLATE_DB,)
                     ).fetchone()
                     if not exists:
-                        try:
+                        # A client not taking the lock may have created it meanwhile.
+                        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                             conn.execute(
                                 sql.SQL(
                                     "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' "
                                     "IS_TEMPLATE true ALLOW_CONNECTIONS false"
                                 ).format(sql.Identifier(TEMPLATE_DB))
                             )
-                        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                            pass  # created concurrently by a client not taking the lock
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (_TEMPLATE_LOCK_KEY,))
             self._template_ready = True
