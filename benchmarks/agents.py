@@ -53,6 +53,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import gate_world  # noqa: E402 - needs the path above
+from benchmarks.gate_world import ok  # noqa: E402
+
 RELEASEGATE = Path(sys.executable).with_name("releasegate")
 ADMIN_TOKEN = "rg_bench-admin-token-0123456789abcdef"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -244,12 +247,6 @@ class Phase:
 # -- the world -------------------------------------------------------------------------------------
 
 
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    if response.status_code != status:
-        raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} {response.text}")
-    return response.json()
-
-
 @dataclass(frozen=True)
 class World:
     gate_token: str
@@ -261,28 +258,12 @@ class World:
 
 
 def build(admin: httpx.Client, gate_targets: int, jobs: int) -> World:
-    """Two deployments in one production environment: ``gated`` (no job agent: its agents ask the
-    gate) on ``gate_targets`` resources, and ``pulled`` (job agent ``pullers``) on ``jobs`` others."""
-    gaters = ok(admin.post("/v1/job-agents", json={"name": "gaters"}), 201)
-    pullers = ok(admin.post("/v1/job-agents", json={"name": "pullers"}), 201)
-    gate_token = ok(admin.post("/v1/tokens", json={"name": "gater", "role": "agent", "jobAgentId": gaters["id"]}),
-                    201)
-    pull_token = ok(admin.post("/v1/tokens", json={"name": "puller", "role": "agent", "jobAgentId": pullers["id"]}),
-                    201)
+    """Two deployments in one production environment (benchmarks/gate_world.py): ``gated`` on
+    ``gate_targets`` VMs, and ``pulled`` (job agent ``pullers``) on ``jobs`` clusters; ``gated``'s
+    1.0.0 needs one approval, which it has."""
+    base = gate_world.build(admin, gate_targets, jobs)
     approver = ok(admin.post("/v1/tokens", json={"name": "alice", "role": "approver"}), 201)
-    system = ok(admin.post("/v1/systems", json={"name": "shop"}), 201)
-    production = ok(admin.post("/v1/environments", json={
-        "systemId": system["id"], "name": "production", "resourceSelector": "resource.metadata.tier == 'prod'"}), 201)
-    gated = ok(admin.post("/v1/deployments", json={
-        "systemId": system["id"], "name": "Gated", "slug": "gated", "resourceSelector": "resource.kind == 'vm'"}), 201)
-    pulled = ok(admin.post("/v1/deployments", json={
-        "systemId": system["id"], "name": "Pulled", "slug": "pulled", "resourceSelector": "resource.kind == 'k8s'",
-        "jobAgentId": pullers["id"]}), 201)
-    resources = [{"identifier": f"vm-{i:04d}", "name": f"vm {i}", "kind": "vm", "metadata": {"tier": "prod"}}
-                 for i in range(gate_targets)]
-    resources += [{"identifier": f"k8s-{i:04d}", "name": f"k8s {i}", "kind": "k8s", "metadata": {"tier": "prod"}}
-                  for i in range(jobs)]
-    ok(admin.put("/v1/resources", json=resources))
+    gated, production = base.gated, base.production
     ok(admin.post("/v1/policies", json={
         "name": "production", "selector": "environment.name == 'production'",
         "rules": [{"anyApproval": {"minApprovals": 1}},
@@ -293,8 +274,7 @@ def build(admin: httpx.Client, gate_targets: int, jobs: int) -> World:
                       timeout=120) as alice:
         ok(alice.post("/v1/approvals", json={"versionId": version["id"], "environmentId": production["id"],
                                              "status": "approved"}), 201)
-    return World(gate_token["token"], pull_token["token"], [r["identifier"] for r in resources[:gate_targets]],
-                 pulled["id"], gated["id"], production["id"])
+    return World(base.gate_token, base.pull_token, base.vms, base.pulled["id"], gated["id"], production["id"])
 
 
 def approve(admin: httpx.Client, world: World, deployment: str, tag: str) -> None:

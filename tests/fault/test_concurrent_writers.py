@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks import gate_world
 from tests.e2e.conftest import ServerProcess, ok, wait_for
 from tests.fault.conftest import Database, MakeFleet
 
@@ -39,37 +40,18 @@ Doc = dict[str, Any]
 def setup(admin: httpx.Client) -> Doc:
     """Two deployments in production: ``gated`` (no job agent: deployed through the gate, needing
     APPROVERS approvals) over GATE_TARGETS VMs, and ``pulled`` (a pull agent's) over JOBS clusters."""
-    gaters = ok(admin.post("/v1/job-agents", json={"name": "gaters"}), 201)
-    pullers = ok(admin.post("/v1/job-agents", json={"name": "pullers"}), 201)
-    tokens = {
-        "gate": ok(admin.post("/v1/tokens", json={"name": "gater", "role": "agent", "jobAgentId": gaters["id"]}),
-                   201)["token"],
-        "pull": ok(admin.post("/v1/tokens", json={"name": "puller", "role": "agent", "jobAgentId": pullers["id"]}),
-                   201)["token"],
-    }
+    base = gate_world.build(admin, GATE_TARGETS, JOBS)
+    tokens = {"gate": base.gate_token, "pull": base.pull_token}
     approvers = [ok(admin.post("/v1/tokens", json={"name": f"approver-{i}", "role": "approver"}), 201)["token"]
                  for i in range(APPROVERS)]
-    system = ok(admin.post("/v1/systems", json={"name": "shop"}), 201)
-    production = ok(admin.post("/v1/environments", json={
-        "systemId": system["id"], "name": "production", "resourceSelector": "resource.metadata.tier == 'prod'"}), 201)
-    gated = ok(admin.post("/v1/deployments", json={
-        "systemId": system["id"], "name": "Gated", "slug": "gated", "resourceSelector": "resource.kind == 'vm'"}), 201)
-    pulled = ok(admin.post("/v1/deployments", json={
-        "systemId": system["id"], "name": "Pulled", "slug": "pulled", "resourceSelector": "resource.kind == 'k8s'",
-        "jobAgentId": pullers["id"]}), 201)
-    ok(admin.put("/v1/resources", json=[
-        *({"identifier": f"vm-{i:02d}", "name": f"vm {i}", "kind": "vm", "metadata": {"tier": "prod"}}
-          for i in range(GATE_TARGETS)),
-        *({"identifier": f"k8s-{i:02d}", "name": f"k8s {i}", "kind": "k8s", "metadata": {"tier": "prod"}}
-          for i in range(JOBS)),
-    ]))
+    gated, pulled, production = base.gated, base.pulled, base.production
     ok(admin.post("/v1/policies", json={
         "name": "gated-approvals", "selector": "deployment.slug == 'gated'",
         "rules": [{"anyApproval": {"minApprovals": APPROVERS}}]}), 201)
     version = ok(admin.post(f"/v1/deployments/{gated['id']}/versions", json={"tag": "1.0.0"}), 201)
     ok(admin.post(f"/v1/deployments/{pulled['id']}/versions", json={"tag": "1.0.0"}), 201)
     return {"tokens": tokens, "approvers": approvers, "production": production["id"], "version": version["id"],
-            "gated": gated["id"], "pullers": pullers["id"], "gaters": gaters["id"]}
+            "gated": gated["id"], "pullers": base.pullers["id"], "gaters": base.gaters["id"], "vms": base.vms}
 
 
 def together(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
@@ -144,7 +126,7 @@ def test_concurrent_approvals_gate_calls_and_claims_are_counted_exactly(pg_datab
         pulled_jobs = wait_for(f"the controller's {JOBS} pending jobs", lambda: pending_jobs(admin, world), TIMEOUT)
         gate_calls = [
             lambda i=i, k=k: clients(k, world["tokens"]["gate"]).post("/v1/gate", json={
-                "deployment": "gated", "environment": "production", "resource": f"vm-{i:02d}", "version": "1.0.0"})
+                "deployment": "gated", "environment": "production", "resource": world["vms"][i], "version": "1.0.0"})
             for i in range(GATE_TARGETS) for k in range(GATE_CALLS)
         ]
         claims = [lambda job=job, c=c: clients(c, world["tokens"]["pull"]).post(f"/v1/jobs/{job}/claim")
