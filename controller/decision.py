@@ -231,11 +231,16 @@ def _plan(engine: Engine, target: TargetFact) -> _Plan:
     Selectors read the environment, the deployment and some resource values; targets that agree
     on all of them match the same policies (a few dozen plans over thousands of targets)."""
     snap = engine.snapshot
-    projection: Projection = engine.fact(("policy-projection",), lambda: Projection(
-        path for policy in snap.policies for path in policy.selector.paths if path[0] == "resource"))
+    projection: Projection = engine.fact(("policy-projection",), lambda: policy_projection(snap.policies))
     key = ("plan", target.environment_id, target.deployment_id,
            projection.key({"resource": snap.resources[target.resource_id]}))
     return engine.fact(key, lambda: _make_plan(engine, tuple(matched_policies(engine, target))))
+
+
+def policy_projection(policies: Iterable[Policy]) -> Projection:
+    """What the policies' selectors read of the resource: targets that agree on it, on the
+    environment and on the deployment match the same policies."""
+    return Projection(path for policy in policies for path in policy.selector.paths if path[0] == "resource")
 
 
 def _make_plan(engine: Engine, policies: tuple[Policy, ...]) -> _Plan:

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 from sqlalchemy import String, bindparam, func, type_coerce
 from sqlmodel import Session, col, select
 
-from controller.cel import Doc, Projection
-from controller.decision import Reads, reads
+from controller.cel import Doc
+from controller.decision import Reads, policy_projection, reads
 from controller.facts import (
     ApprovalFact,
     ApprovalStatus,
@@ -243,9 +243,9 @@ def _reads(scope: _Scope, policies: Sequence[Policy], docs: _Documents) -> Reads
     if scope.whole:
         upstream = any(isinstance(r.spec, DeploymentDependencySpec) for p in policies for r in p.rules)
         return Reads(upstream=upstream)
-    # Targets that agree on the environment, the deployment and what the selectors read of the
-    # resource match the same policies (as decision._plan relies on): a batch has a few distinct ones.
-    projection = Projection(path for p in policies for path in p.selector.paths if path[0] == "resource")
+    # Targets that agree on the environment, the deployment and this match the same policies (as
+    # decision._plan relies on): a batch has a few distinct ones.
+    projection = policy_projection(policies)
     read, seen = Reads(), set()
     for target in scope.focus:
         resource = docs.resources[target[1]]
